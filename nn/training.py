@@ -1,0 +1,209 @@
+"""The training loop: epochs of shuffled mini-batches, validation, early stopping.
+
+Pure NumPy and no files: the caller passes data in and receives each finished epoch's
+state through ``on_epoch_end`` (the pipeline saves a checkpoint there). Everything the
+loop needs to continue after an interruption lives in :class:`TrainState`, so that a run
+resumed from a saved state ends bit-identical to one that never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nn.loss import SoftmaxCrossEntropy
+from nn.module import Module
+
+MONITORS = ("val_loss", "val_accuracy")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: more steps would only spread garbage."""
+
+    def __init__(self, epoch: int, batch: int, lr: float, loss: float):
+        self.epoch, self.batch, self.lr, self.loss = epoch, batch, lr, loss
+        super().__init__(
+            f"training diverged: loss is {loss} at epoch {epoch + 1}, batch {batch + 1} "
+            f"(lr {lr:.6g}); try a smaller train.lr, a warmup (train.warmup_epochs) "
+            "or another train.init"
+        )
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when the monitored validation metric has not improved for ``patience`` epochs.
+
+    An improvement must beat the best value so far by more than ``min_delta``.
+    ``patience == 0`` switches stopping off but still tracks the best epoch, whose weights
+    the trainer restores at the end either way.
+    """
+
+    monitor: str = "val_loss"
+    patience: int = 0
+    min_delta: float = 0.0
+    best: float | None = None
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+
+    def __post_init__(self):
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Record one epoch's metrics; return True when it is the new best epoch."""
+        value = metrics[self.monitor]
+        # Loss should fall, accuracy rise: compare in one direction.
+        score = -value if self.monitor == "val_loss" else value
+        if self.best is None or score > (self._score(self.best) + self.min_delta):
+            self.best, self.best_epoch, self.epochs_without_improvement = value, epoch, 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+    def _score(self, value: float) -> float:
+        return -value if self.monitor == "val_loss" else value
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.epochs_without_improvement >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch,
+                "epochs_without_improvement": self.epochs_without_improvement}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = state["best"]
+        self.best_epoch = state["best_epoch"]
+        self.epochs_without_improvement = state["epochs_without_improvement"]
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped.
+
+    Attributes:
+        epochs_done: completed epochs.
+        history: one dict per completed epoch (epoch, losses, accuracies, lr, seconds).
+        best_weights: ``state_dict`` of the best epoch so far (by the monitored metric).
+        stop_reason: why training ended, once it has.
+    """
+
+    epochs_done: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_weights: dict[str, np.ndarray] | None = None
+    stop_reason: str | None = None
+
+
+def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000):
+    """Mean cross-entropy, accuracy and predictions of ``model`` in eval mode.
+
+    Args:
+        images: (N, 1, H, W) float.
+        labels: (N,) int.
+    Returns:
+        (loss, accuracy, predictions) with predictions: (N,) int64.
+    """
+    was_training = model.training
+    model.eval()
+    loss_fn = SoftmaxCrossEntropy()
+    total_loss = 0.0
+    predictions = np.empty(len(labels), dtype=np.int64)
+    for start in range(0, len(labels), batch_size):
+        stop = min(start + batch_size, len(labels))
+        logits = model.forward(images[start:stop])
+        loss, _ = loss_fn(logits, labels[start:stop])
+        total_loss += float(loss) * (stop - start)
+        predictions[start:stop] = logits.argmax(axis=1)
+    model.train(was_training)
+    accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
+    return total_loss / max(len(labels), 1), accuracy, predictions
+
+
+@dataclass
+class Trainer:
+    """Mini-batch training of ``model`` with ``optimizer`` and a learning-rate function.
+
+    Args:
+        lr_at: learning rate as a pure function of the (fractional) epoch, called each step.
+        rng: the one Generator for shuffling, augmentation and dropout.
+        augment: optional ``f(images, rng) -> images`` applied to each training batch.
+        on_batch: optional ``f(batch_index, batches, loss, accuracy)`` for progress display.
+    """
+
+    model: Module
+    optimizer: object
+    lr_at: Callable[[float], float]
+    rng: np.random.Generator
+    batch_size: int
+    early_stopping: EarlyStopping
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    eval_batch_size: int = 1000
+    on_batch: Callable[[int, int, float, float], None] | None = None
+    loss_fn: SoftmaxCrossEntropy = field(default_factory=SoftmaxCrossEntropy)
+
+    def train_epoch(self, epoch: int, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """One pass over a fresh permutation of the data; returns (mean loss, accuracy).
+
+        Args:
+            images: (N, 1, H, W) float32. labels: (N,) int.
+        """
+        self.model.train()
+        order = self.rng.permutation(len(labels))
+        batches = math.ceil(len(labels) / self.batch_size)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for index in range(batches):
+            batch = order[index * self.batch_size:(index + 1) * self.batch_size]
+            x, y = images[batch], labels[batch]
+            if self.augment is not None:
+                x = self.augment(x, self.rng)
+            self.optimizer.lr = self.lr_at(epoch + index / batches)
+            logits = self.model.forward(x)
+            loss, dlogits = self.loss_fn(logits, y)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(epoch, index, self.optimizer.lr, loss)
+            self.model.backward(dlogits)
+            self.optimizer.step(dict(self.model.named_gradients()))
+            loss_sum += float(loss) * len(batch)
+            correct += int((logits.argmax(axis=1) == y).sum())
+            seen += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(index, batches, loss_sum / seen, correct / seen)
+        return loss_sum / seen, correct / seen
+
+    def fit(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+            epochs: int, state: TrainState | None = None,
+            on_epoch_end: Callable[[TrainState], None] | None = None) -> TrainState:
+        """Train from ``state`` (or from scratch) until ``epochs`` or early stopping.
+
+        At the end the best epoch's weights (by the monitored validation metric) are
+        loaded into the model. Returns the final state.
+        """
+        state = state or TrainState()
+        while state.stop_reason is None and state.epochs_done < epochs:
+            epoch = state.epochs_done
+            started = time.perf_counter()
+            lr = self.lr_at(float(epoch))
+            train_loss, train_accuracy = self.train_epoch(epoch, *train)
+            val_loss, val_accuracy, _ = evaluate(self.model, *val, batch_size=self.eval_batch_size)
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                   "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr,
+                   "seconds": time.perf_counter() - started}
+            state.history.append(row)
+            state.epochs_done = epoch + 1
+            if self.early_stopping.update(epoch + 1, row):
+                state.best_weights = self.model.state_dict()
+            if self.early_stopping.should_stop:
+                es = self.early_stopping
+                state.stop_reason = (f"early stopping: {es.monitor} did not improve by more than "
+                                     f"{es.min_delta} for {es.patience} epochs")
+            elif state.epochs_done >= epochs:
+                state.stop_reason = f"completed {epochs} epochs"
+            if on_epoch_end is not None:
+                on_epoch_end(state)
+        if state.best_weights is not None:
+            self.model.load_state_dict(state.best_weights)
+        return state

@@ -1,0 +1,1 @@
+"""Helpers shared by the pipeline stages: params, atomic writes, datasets, errors."""

@@ -1,0 +1,76 @@
+"""Save and restore a training run after every epoch, so an interrupted run resumes exactly.
+
+One ``.npz`` file (no pickle) holds the model, the optimizer state, the best weights so
+far, and a JSON record of the rest: the RNG state, the history, early stopping, and a
+fingerprint of everything that shapes the run (params, data, code). A checkpoint whose
+fingerprint differs from the current run's is never resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nn.training import EarlyStopping, TrainState
+from stages.common.atomic import atomic_write
+
+_MODEL, _OPTIM, _BEST, _RECORD = "model/", "optim/", "best/", "record"
+
+
+def fingerprint(params: dict, files: list[Path]) -> str:
+    """SHA-256 over the run's params and the bytes of ``files`` (data and source code)."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=list).encode())
+    for path in sorted(Path(p) for p in files):
+        digest.update(str(path).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, *, run_fingerprint: str, model, optimizer,
+                    rng: np.random.Generator, state: TrainState, early_stopping: EarlyStopping) -> None:
+    """Atomically write the whole run state to ``path``."""
+    record = {
+        "fingerprint": run_fingerprint,
+        "rng": rng.bit_generator.state,
+        "epochs_done": state.epochs_done,
+        "history": state.history,
+        "stop_reason": state.stop_reason,
+        "early_stopping": early_stopping.state_dict(),
+    }
+    arrays = {_RECORD: np.array(json.dumps(record))}
+    arrays.update({_MODEL + k: v for k, v in model.state_dict().items()})
+    arrays.update({_OPTIM + k: v for k, v in optimizer.state_dict().items()})
+    if state.best_weights is not None:
+        arrays.update({_BEST + k: v for k, v in state.best_weights.items()})
+    with atomic_write(path) as handle:
+        np.savez(handle, **arrays)
+
+
+def read_fingerprint(path: Path) -> str | None:
+    """The fingerprint stored in the checkpoint at ``path``, or None if unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return json.loads(str(archive[_RECORD]))["fingerprint"]
+    except Exception:
+        return None
+
+
+def load_checkpoint(path: Path, *, model, optimizer, rng: np.random.Generator,
+                    early_stopping: EarlyStopping) -> TrainState:
+    """Restore model, optimizer, RNG and early stopping in place; return the TrainState."""
+    with np.load(path, allow_pickle=False) as archive:
+        record = json.loads(str(archive[_RECORD]))
+        groups: dict[str, dict[str, np.ndarray]] = {_MODEL: {}, _OPTIM: {}, _BEST: {}}
+        for key in archive.files:
+            for prefix, group in groups.items():
+                if key.startswith(prefix):
+                    group[key[len(prefix):]] = archive[key]
+    model.load_state_dict(groups[_MODEL])
+    optimizer.load_state_dict(groups[_OPTIM])
+    rng.bit_generator.state = record["rng"]
+    early_stopping.load_state_dict(record["early_stopping"])
+    return TrainState(epochs_done=record["epochs_done"], history=record["history"],
+                      best_weights=groups[_BEST] or None, stop_reason=record["stop_reason"])

@@ -1,0 +1,9 @@
+"""The one exception type a stage raises for an expected failure (bad input, bad params)."""
+
+
+class StageError(Exception):
+    """An expected failure, reported to the user as one line, with a non-zero exit.
+
+    The message names the file or param at fault and what was expected, e.g.
+    ``params.yaml: train.lr must be a number > 0, got -1``.
+    """

@@ -1,0 +1,162 @@
+"""Stage train: fit LeNet-5 on the training split, choosing the epoch on validation.
+
+Reads data/prepared/{train,val}.parquet and the ``train`` params; writes
+models/model.npz + models/model.json, metrics/train.json and metrics/history.csv.
+A checkpoint after every epoch (checkpoints/train.npz, outside DVC's outputs) lets an
+interrupted run resume exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import typer
+
+import nn
+from nn.training import EarlyStopping, Trainer, TrainingDiverged
+from stages.common import checkpoint
+from stages.common.atomic import write_json, write_text
+from stages.common.cli import run
+from stages.common.dataset import read_split
+from stages.common.errors import StageError
+from stages.common.params import load_stage_params
+from stages.common.progress import EpochProgress
+from stages.common.train_spec import TRAIN_SPEC, augment_kwargs, check_train_consistency
+
+DATA = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics/train.json")
+HISTORY = Path("metrics/history.csv")
+CHECKPOINT = Path("checkpoints/train.npz")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+SPEC = TRAIN_SPEC
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def model_config(params) -> dict:
+    """The ``nn.lenet5`` keyword arguments: all a saved model needs to be rebuilt."""
+    return {
+        "activation": params["train.activation"],
+        "leaky_slope": params["train.leaky_slope"],
+        "pool": params["train.pool"],
+        "channels": list(params["train.channels"]),
+        "hidden": list(params["train.hidden"]),
+        "dropout": params["train.dropout"],
+        "num_classes": 10,
+    }
+
+
+def history_csv(history: list[dict]) -> str:
+    lines = [",".join(HISTORY_COLUMNS)]
+    for row in history:
+        lines.append(",".join(str(row["epoch"]) if c == "epoch" else f"{row[c]:.6g}" for c in HISTORY_COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+def build_trainer(params, rng: np.random.Generator, fill: float, on_batch=None):
+    """Model, optimizer, schedule, early stopping and augmentation, all from params."""
+    model = nn.lenet5(**model_config(params), init=params["train.init"], rng=rng)
+    optimizer = nn.make_optimizer(
+        params["train.optimizer"], dict(model.named_parameters()), lr=params["train.lr"],
+        momentum=params["train.momentum"], nesterov=params["train.nesterov"],
+        weight_decay=params["train.weight_decay"])
+    lr_at = functools.partial(
+        nn.learning_rate, base_lr=params["train.lr"], schedule=params["train.schedule"],
+        total_epochs=params["train.epochs"], warmup_epochs=params["train.warmup_epochs"],
+        step_size=params["train.step_size"], gamma=params["train.gamma"], min_lr=params["train.min_lr"])
+    augment_options = augment_kwargs(params)
+    augment = None
+    if any(v > 0 for k, v in augment_options.items() if k != "elastic_sigma"):
+        augment = functools.partial(_augment, options=augment_options, fill=fill)
+    early_stopping = EarlyStopping(
+        monitor=params["train.early_stopping.monitor"],
+        patience=params["train.early_stopping.patience"],
+        min_delta=params["train.early_stopping.min_delta"])
+    return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng,
+                   batch_size=params["train.batch_size"], early_stopping=early_stopping,
+                   augment=augment, on_batch=on_batch)
+
+
+def _augment(images, rng, *, options, fill):
+    return nn.augment(images, rng, fill=fill, **options)
+
+
+def write_outputs(trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
+    """Model, metrics and history, each written atomically; the model directory swapped whole."""
+    best = state.history[trainer.early_stopping.best_epoch - 1]
+    staging = Path(tempfile.mkdtemp(dir=".", prefix=".models-"))
+    try:
+        nn.save_model(trainer.model, {**config, "preprocessing": preprocessing}, staging / "model.npz")
+        if MODELS.exists():
+            shutil.rmtree(MODELS)
+        staging.rename(MODELS)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_text(HISTORY, history_csv(state.history))
+    write_json(METRICS, {
+        "best_epoch": best["epoch"],
+        "epochs_run": state.epochs_done,
+        "stop_reason": state.stop_reason,
+        "train_loss": best["train_loss"],
+        "train_accuracy": best["train_accuracy"],
+        "val_loss": best["val_loss"],
+        "val_accuracy": best["val_accuracy"],
+        "parameters": int(sum(p.size for p in trainer.model.parameters())),
+    })
+
+
+@app.command()
+def main() -> None:
+    """Train LeNet-5 with the ``train`` params of params.yaml."""
+    params = load_stage_params("train", SPEC)
+    check_train_consistency(params)
+    train_split, val_split = read_split(DATA / "train.parquet"), read_split(DATA / "val.parquet")
+    mean, std = train_split.metadata["mean"], train_split.metadata["std"]
+    background = (0.0 - mean) / std  # what a blank pixel looks like after normalization
+
+    rng = np.random.default_rng(params["train.seed"])
+    progress = EpochProgress(params["train.epochs"])
+    trainer = build_trainer(params, rng, fill=background, on_batch=progress.on_batch)
+
+    run_fingerprint = checkpoint.fingerprint(
+        dict(params), [DATA / "train.parquet", DATA / "val.parquet", *sorted(Path("nn").glob("*.py"))])
+    state = None
+    if CHECKPOINT.exists():
+        if checkpoint.read_fingerprint(CHECKPOINT) == run_fingerprint:
+            state = checkpoint.load_checkpoint(CHECKPOINT, model=trainer.model, optimizer=trainer.optimizer,
+                                               rng=rng, early_stopping=trainer.early_stopping)
+            progress.epochs_done = state.epochs_done
+            print(f"resuming from {CHECKPOINT} after epoch {state.epochs_done}", file=sys.stderr)
+        else:
+            print(f"ignoring {CHECKPOINT}: it belongs to other params, data or code; starting over",
+                  file=sys.stderr)
+
+    def on_epoch_end(state) -> None:
+        progress.epoch_done(state.history[-1])
+        checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint=run_fingerprint, model=trainer.model,
+                                   optimizer=trainer.optimizer, rng=rng, state=state,
+                                   early_stopping=trainer.early_stopping)
+
+    try:
+        with progress:
+            state = trainer.fit((train_split.images, train_split.labels),
+                                (val_split.images, val_split.labels),
+                                epochs=params["train.epochs"], state=state, on_epoch_end=on_epoch_end)
+    except TrainingDiverged as error:
+        raise StageError(str(error)) from None
+    write_outputs(trainer, state, model_config(params), {"mean": mean, "std": std})
+    CHECKPOINT.unlink(missing_ok=True)
+    best = state.history[trainer.early_stopping.best_epoch - 1]
+    print(f"{state.stop_reason}; best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}, "
+          f"val loss {best['val_loss']:.4f}")
+
+
+if __name__ == "__main__":
+    run(app)

@@ -1,0 +1,125 @@
+"""The params contract: each stage reads exactly the keys dvc.yaml declares for it."""
+
+import importlib
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from stages.common.errors import StageError
+from stages.common.params import Choice, Float, Int, declared_params, load_stage_params
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_reads_exactly_its_declared_params(stage):
+    module = importlib.import_module(f"stages.{stage}")
+    params = load_stage_params(stage, module.SPEC, root=ROOT)  # raises on any mismatch
+    assert set(params) == set(module.SPEC)
+    for key in params:
+        assert any(key == d or key.startswith(d + ".") for d in declared_params(stage, ROOT))
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_scripts_do_not_read_params_behind_the_helpers_back(stage):
+    source = (ROOT / "stages" / f"{stage}.py").read_text()
+    assert "load_stage_params(" in source
+    assert not re.search(r"import yaml|ruamel|open\([^)]*params|PARAMS_FILE|dvc\.api", source)
+
+
+def test_changing_lr_reaches_train_but_not_fetch_or_normalize():
+    declared = {stage: declared_params(stage, ROOT) for stage in STAGES}
+    readers = {s for s, keys in declared.items()
+               if any("train.lr" == d or "train.lr".startswith(d + ".") for d in keys)}
+    assert readers == {"train"}
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A scratch copy of dvc.yaml and params.yaml to break on purpose."""
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def set_param(root: Path, key: str, value) -> None:
+    yaml = YAML()
+    data = yaml.load((root / "params.yaml").read_text())
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    with open(root / "params.yaml", "w") as handle:
+        yaml.dump(data, handle)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("train.lr", -1, "train.lr must be a number > 0"),
+    ("train.lr", "fast", "train.lr must be a number > 0"),
+    ("train.batch_size", 0, "train.batch_size must be an integer >= 1"),
+    ("train.batch_size", 32.5, "train.batch_size must be an integer"),
+    ("train.activation", "foo", "train.activation must be one of relu, leaky_relu, tanh, sigmoid"),
+    ("train.optimizer", "rmsprop", "train.optimizer must be one of sgd, adam, adamw"),
+    ("train.schedule", "linear", "train.schedule must be one of constant, step, exponential, cosine"),
+    ("train.early_stopping.patience", -1, "train.early_stopping.patience must be an integer >= 0"),
+    ("train.augment.max_rotation", 400, "train.augment.max_rotation must be a number >= 0 and <= 180"),
+    ("train.channels", [6], "train.channels must be a list of 2 items"),
+    ("train.nesterov", "yes", "train.nesterov must be true or false"),
+])
+def test_bad_train_values_name_the_key_and_what_is_allowed(project, key, value, expected):
+    from stages.common.train_spec import TRAIN_SPEC
+
+    set_param(project, key, value)
+    with pytest.raises(StageError) as error:
+        load_stage_params("train", TRAIN_SPEC, root=project)
+    message = str(error.value)
+    assert expected in message and "\n" not in message
+
+
+def test_a_typo_in_params_yaml_is_refused(project):
+    from stages.common.train_spec import TRAIN_SPEC
+
+    set_param(project, "train.lrr", 0.1)
+    with pytest.raises(StageError, match="unknown param train.lrr"):
+        load_stage_params("train", TRAIN_SPEC, root=project)
+
+
+def test_reading_an_undeclared_key_is_an_error(project):
+    params = load_stage_params("evaluate", {"evaluate.batch_size": Int(min=1)}, root=project)
+    with pytest.raises(KeyError, match="not declared"):
+        params["train.lr"]
+
+
+def test_a_spec_key_dvc_yaml_does_not_declare_is_refused(project):
+    spec = {"evaluate.batch_size": Int(min=1), "train.lr": Float(gt=0)}
+    with pytest.raises(StageError, match="reads train.lr but does not declare it"):
+        load_stage_params("evaluate", spec, root=project)
+
+
+def test_a_declared_key_the_stage_never_reads_is_refused(project):
+    with pytest.raises(StageError, match="declares evaluate.batch_size but never reads it"):
+        load_stage_params("evaluate", {}, root=project)
+
+
+def test_missing_param_is_named(project):
+    text = (project / "params.yaml").read_text().replace("  batch_size: 1000\n", "")
+    (project / "params.yaml").write_text(text)
+    with pytest.raises(StageError, match="missing param evaluate.batch_size"):
+        load_stage_params("evaluate", {"evaluate.batch_size": Int(min=1)}, root=project)
+
+
+def test_yaml_1_2_floats_like_dvc(project):
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("lr: 0.05", "lr: 5e-2"))
+    from stages.common.train_spec import TRAIN_SPEC
+
+    assert load_stage_params("train", TRAIN_SPEC, root=project)["train.lr"] == 0.05
+
+
+def test_choice_error_lists_allowed_values():
+    with pytest.raises(StageError, match="x.y must be one of a, b, got 'c'"):
+        Choice("a", "b").check("x.y", "c")
