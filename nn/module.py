@@ -1,0 +1,208 @@
+"""The ``Module`` base class (parameters, gradients, state dicts, train/eval) and ``Sequential``.
+
+A module keeps its own parameters in ``params`` and their gradients, with the same keys and
+shapes, in ``grads``. Containers expose their sub-modules through ``children()``; every
+name-based operation (``named_parameters``, ``state_dict``, ``load_state_dict``) walks that
+tree and joins names with dots, like PyTorch (``"conv1.weight"``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+
+class IncompatibleKeys(NamedTuple):
+    """What a non-strict ``load_state_dict`` skipped: model keys absent from the state, and
+    state keys the model does not have."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Module:
+    """Base class of every layer and container.
+
+    Attributes
+    ----------
+    training : bool
+        ``True`` after ``train()`` (the default), ``False`` after ``eval()``. Only layers whose
+        behaviour differs (Dropout) look at it.
+    params : dict[str, np.ndarray]
+        This module's own parameters (not its children's), e.g. ``{"weight": W, "bias": b}``.
+        Optimizers update these arrays in place, so layers always read them from here.
+    grads : dict[str, np.ndarray]
+        Gradients of the loss with respect to ``params``, same keys and shapes. ``backward``
+        replaces them with fresh arrays (never accumulates); they start as zeros.
+    """
+
+    def __init__(self) -> None:
+        self.training = True
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    # -- computation -------------------------------------------------------------------
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # -- tree --------------------------------------------------------------------------
+    def children(self) -> dict[str, "Module"]:
+        """Direct sub-modules by name (empty for leaf layers)."""
+        return {}
+
+    def _add_param(self, name: str, value: np.ndarray) -> None:
+        """Register a parameter and a zero gradient of the same shape and dtype."""
+        self.params[name] = value
+        self.grads[name] = np.zeros_like(value)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(dotted_name, array)`` for this module's parameters, then its children's."""
+        for name, value in self.params.items():
+            yield prefix + name, value
+        for child_name, child in self.children().items():
+            yield from child.named_parameters(prefix + child_name + ".")
+
+    def named_gradients(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """Yield ``(dotted_name, gradient)`` with the same names and order as
+        ``named_parameters``."""
+        for name in self.params:
+            yield prefix + name, self.grads[name]
+        for child_name, child in self.children().items():
+            yield from child.named_gradients(prefix + child_name + ".")
+
+    def parameters(self) -> list[np.ndarray]:
+        return [value for _, value in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        for name, value in self.params.items():
+            self.grads[name] = np.zeros_like(value)
+        for child in self.children().values():
+            child.zero_grad()
+
+    def num_parameters(self) -> int:
+        return sum(value.size for value in self.parameters())
+
+    # -- modes -------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        self.training = bool(mode)
+        for child in self.children().values():
+            child.train(mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of all parameters by dotted name (later training does not change them)."""
+        return {name: value.copy() for name, value in self.named_parameters()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> IncompatibleKeys:
+        """Copy ``state`` into the parameters in place (optimizers holding them stay valid).
+
+        Everything is checked before anything is written, so a failed load leaves the model
+        unchanged. Values are cast to each parameter's dtype.
+
+        Raises
+        ------
+        ValueError
+            Naming every misshaped or non-numeric tensor and, when ``strict``, every missing
+            and every unexpected key.
+        """
+        own = dict(self.named_parameters())
+        missing = [name for name in own if name not in state]
+        unexpected = [name for name in state if name not in own]
+        problems = []
+        if strict and missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+        for name, param in own.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != param.shape:
+                problems.append(f"{name}: shape {value.shape} in state, model expects {param.shape}")
+            elif not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+                problems.append(f"{name}: dtype {value.dtype} is not numeric")
+        if problems:
+            raise ValueError(f"cannot load state into {type(self).__name__}: " + "; ".join(problems))
+        for name, param in own.items():
+            if name in state:
+                np.copyto(param, np.asarray(state[name]), casting="unsafe")
+        return IncompatibleKeys(missing, unexpected)
+
+    # -- printing ----------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        children = self.children()
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in children.items()]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Run layers in order; ``backward`` runs them in reverse.
+
+    ``Sequential(conv1=Conv2d(...), act1=ReLU())`` names the layers; ``Sequential(a, b)`` names
+    them ``"0"``, ``"1"``, ... Layers are reachable as ``model.conv1``, ``model["conv1"]`` or
+    ``model[0]``.
+
+    Shape
+    -----
+    Whatever the first layer takes to whatever the last layer returns.
+    """
+
+    def __init__(self, *layers: Module, **named_layers: Module) -> None:
+        super().__init__()
+        if layers and named_layers:
+            raise ValueError("Sequential takes either positional or named layers, not both")
+        items = named_layers.items() if named_layers else ((str(i), m) for i, m in enumerate(layers))
+        self._layers: dict[str, Module] = {}
+        for name, layer in items:
+            if not isinstance(layer, Module):
+                raise TypeError(f"layer {name!r} is a {type(layer).__name__}, not an nn.Module")
+            if "." in name or not name:
+                raise ValueError(f"layer name {name!r} must be non-empty and contain no dot")
+            self._layers[name] = layer
+
+    def children(self) -> dict[str, Module]:
+        return dict(self._layers)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self._layers.values():
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        for layer in reversed(self._layers.values()):
+            dout = layer.backward(dout)
+        return dout
+
+    def __getattr__(self, name: str) -> Module:
+        # Only called when normal lookup fails: expose layers as attributes (model.conv1).
+        layers = self.__dict__.get("_layers", {})
+        if name in layers:
+            return layers[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or layer {name!r}")
+
+    def __getitem__(self, key: int | str) -> Module:
+        if isinstance(key, str):
+            return self._layers[key]
+        return list(self._layers.values())[key]
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._layers.values())
