@@ -99,15 +99,15 @@ class Float(Rule):
     def check(self, key, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self.fail(key, value)
-        value = float(value)
+        number = float(value)
         if (
-            (self.gt is not None and not value > self.gt)
-            or (self.min is not None and value < self.min)
-            or (self.max is not None and value > self.max)
-            or (self.lt is not None and not value < self.lt)
+            (self.gt is not None and not number > self.gt)
+            or (self.min is not None and number < self.min)
+            or (self.max is not None and number > self.max)
+            or (self.lt is not None and not number < self.lt)
         ):
             raise self.fail(key, value)
-        return value
+        return number
 
 
 @dataclass(frozen=True)

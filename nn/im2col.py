@@ -1,0 +1,101 @@
+"""Sliding-window helpers shared by convolution and pooling, on channel-major arrays.
+
+Layers work on ``(C, N, H, W)`` arrays (the public NCHW array with its first two axes
+swapped, a free view). Keeping the batch axis *inside* the channel axis makes every slice
+``x[:, :, i::s, j::s]`` a set of long runs over ``N*H*W``, and lets ``W2d @ cols`` produce the
+next layer's channel-major output directly, with no transpose copy.
+
+Every loop here runs over the kh*kw kernel *offsets* (25 for a 5x5 kernel), never over pixels
+or samples: each iteration moves a whole strided slab with one NumPy call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; validated to be ints >= ``minimum``."""
+    values = (value, value) if np.ndim(value) == 0 else tuple(value)
+    if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                   for v in values):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """``floor((size + 2*padding - kernel) / stride) + 1``, as in PyTorch (ceil_mode=False)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def window(offset_h: int, offset_w: int, stride: tuple[int, int], out_hw: tuple[int, int]):
+    """Index selecting, for every output pixel, the input pixel at kernel offset (i, j)."""
+    return (Ellipsis,
+            slice(offset_h, offset_h + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
+            slice(offset_w, offset_w + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
+
+
+class PaddedBuffer:
+    """A reusable ``(C, N, H + 2ph, W + 2pw)`` array whose border holds ``fill``.
+
+    Padding by copying into a preallocated buffer is several times faster than ``np.pad``,
+    and the border is written only when the buffer is (re)allocated: later calls overwrite
+    the interior alone. The buffer is private to its layer; never return it.
+    """
+
+    def __init__(self, fill: float) -> None:
+        self.fill = fill
+        self._buffer: np.ndarray | None = None
+
+    def pad(self, x: np.ndarray, padding: tuple[int, int], dtype) -> np.ndarray:
+        ph, pw = padding
+        if ph == 0 and pw == 0 and x.dtype == dtype:
+            return x
+        c, n, h, w = x.shape
+        shape = (c, n, h + 2 * ph, w + 2 * pw)
+        if self._buffer is None or self._buffer.shape != shape or self._buffer.dtype != dtype:
+            self._buffer = np.full(shape, self.fill, dtype=dtype)
+        self._buffer[:, :, ph:ph + h, pw:pw + w] = x  # casts to dtype as it copies
+        return self._buffer
+
+
+def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+           out_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Gather every receptive field into columns.
+
+    Args
+    ----
+    xp : (C, N, Hp, Wp) padded channel-major input.
+    out : optional preallocated (C, kh, kw, N, Ho, Wo) array to fill.
+
+    Returns
+    -------
+    cols : (C, kh, kw, N, Ho, Wo); reshaped to (C*kh*kw, N*Ho*Wo) its rows match a weight
+        ``(C_out, C, kh, kw)`` reshaped to (C_out, C*kh*kw).
+    """
+    c, n = xp.shape[:2]
+    kh, kw = kernel
+    if out is None:
+        out = np.empty((c, kh, kw, n, *out_hw), dtype=xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i, j] = xp[window(i, j, stride, out_hw)]
+    return out
+
+
+def col2im(dcols: np.ndarray, dxp: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
+    """Adjoint of ``im2col``: add every column back onto the pixel it came from.
+
+    Args
+    ----
+    dcols : (C, kh, kw, N, Ho, Wo) gradient w.r.t. the columns.
+    dxp : (C, N, Hp, Wp) zero-initialised array, accumulated into in place and returned.
+        Overlapping windows (stride < kernel) add up, as they must.
+    """
+    _, kh, kw, _, ho, wo = dcols.shape
+    for i in range(kh):
+        for j in range(kw):
+            dxp[window(i, j, stride, (ho, wo))] += dcols[:, i, j]
+    return dxp

@@ -1,0 +1,238 @@
+"""A prepared MNIST split on disk: the one place that knows its storage format.
+
+Format (one Parquet file per split, chosen by ``benchmarks/bench_parquet.py``):
+
+- columns ``label`` (uint8, 0–9), ``source_index`` (int32, the image's 0-based index in its
+  IDX file) and ``pixels`` (``fixed_size_binary(784)``: the raw 28x28 uint8 image, row-major);
+- the schema metadata key ``mnist_split`` holds JSON: ``mean`` and ``std`` (of the training
+  split's pixels scaled to [0, 1]), ``shape`` [1, 28, 28], ``stored_dtype`` "uint8", and
+  whatever the writer adds (split name, sizes, source checksums, provenance).
+
+Why raw uint8 in one fixed-size binary column: it is the smallest layout (1 byte per pixel,
+no per-value framing; the float32 layout is 4x larger) and the fastest to load, since the
+column's data buffer *is* the (N, 28, 28) array (``np.frombuffer``, no per-value decoding,
+unlike a list or 784 columns). Normalizing at load time costs one 256-entry lookup table.
+Files are uncompressed: MNIST's mostly-zero pixels would shrink, but DVC stores these
+files once, and uncompressed reads fastest (figures in the benchmark's report).
+
+Files are deterministic (same input, same bytes: Parquet records no timestamp, only the
+pinned writer version) and written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.common.atomic import atomic_write
+from stages.common.errors import StageError
+
+IMAGE_SHAPE = (1, 28, 28)
+PIXELS_PER_IMAGE = 28 * 28
+METADATA_KEY = b"mnist_split"
+FORMAT_VERSION = 1
+SCHEMA = pa.schema([
+    ("label", pa.uint8()),
+    ("source_index", pa.int32()),
+    ("pixels", pa.binary(PIXELS_PER_IMAGE)),
+])
+_WRITE_OPTIONS = dict(
+    compression="none",
+    use_dictionary=False,
+    # min/max of 784-byte pixel strings help no reader; keep the footer small.
+    write_statistics=["label", "source_index"],
+)
+
+
+# --- the transform, shared by training, evaluation and any later prediction ---------------
+
+
+def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation of ``pixels / 255``, computed exactly.
+
+    Parameters
+    ----------
+    pixels : uint8, any shape, e.g. (N, 28, 28).
+
+    A 256-bin histogram makes the result exact in float64 whatever N is, and chunks keep
+    memory flat (a float64 copy of 55,000 images would be 345 MB).
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.size == 0:
+        raise ValueError(f"pixels must be a non-empty uint8 array, got {pixels.dtype} of size {pixels.size}")
+    flat = pixels.reshape(-1)
+    counts = np.zeros(256, dtype=np.int64)
+    chunk = 1 << 22
+    for start in range(0, flat.size, chunk):
+        counts += np.bincount(flat[start:start + chunk], minlength=256)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    mean = float(counts @ values) / flat.size
+    std = math.sqrt(float(counts @ (values - mean) ** 2) / flat.size)
+    return mean, std
+
+
+def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """The model's input transform: ``(pixels / 255 - mean) / std``.
+
+    Parameters
+    ----------
+    pixels : (N, 28, 28) or (N, 1, 28, 28) uint8, 0 = background.
+    mean, std : from the training split (``Split.metadata["mean"]``, ``["std"]``).
+
+    Returns
+    -------
+    images : (N, 1, 28, 28) float32, a new C-contiguous array.
+
+    Each of the 256 possible values is transformed once in float64 and rounded to float32
+    (a lookup table): the result is exact and does not depend on how it is computed.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must be uint8 (0-255), got {pixels.dtype}")
+    if pixels.shape[1:] not in (IMAGE_SHAPE, IMAGE_SHAPE[1:]):
+        raise ValueError(f"pixels must be (N, 28, 28) or (N, 1, 28, 28), got {pixels.shape}")
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"need a finite mean and std > 0, got mean={mean}, std={std}")
+    table = ((np.arange(256, dtype=np.float64) / 255.0 - mean) / std).astype(np.float32)
+    return table[pixels].reshape(len(pixels), *IMAGE_SHAPE)
+
+
+# --- writing and reading a split ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """One prepared split, loaded and normalized.
+
+    Attributes
+    ----------
+    images : (N, 1, 28, 28) float32, normalized with the training split's mean and std.
+    labels : (N,) int64, 0–9.
+    source_index : (N,) int64, each image's 0-based index in its source IDX file.
+    metadata : the file's recorded facts: mean, std, shape, stored_dtype, split, sizes, ...
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    source_index: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
+                *, mean: float, std: float, info: dict[str, Any]) -> None:
+    """Atomically write one split to ``path`` as deterministic Parquet.
+
+    Parameters
+    ----------
+    pixels : (N, 28, 28) uint8, the raw images (stored as is).
+    labels : (N,) integers in 0–9.
+    source_index : (N,) integers in [0, 2**31), each image's index in its source file.
+    mean, std : of the training split's pixels / 255; what :func:`read_split` normalizes with.
+    info : JSON-serializable facts to record (split name, sizes, checksums, provenance).
+    """
+    pixels = np.ascontiguousarray(pixels)
+    labels, source_index = np.asarray(labels), np.asarray(source_index)
+    n = len(pixels)
+    if pixels.dtype != np.uint8 or pixels.shape != (n, *IMAGE_SHAPE[1:]):
+        raise ValueError(f"pixels must be (N, 28, 28) uint8, got {pixels.shape} {pixels.dtype}")
+    if labels.shape != (n,) or source_index.shape != (n,):
+        raise ValueError(f"labels {labels.shape} and source_index {source_index.shape} must be ({n},)")
+    if n and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError("labels must be in 0-9")
+    if n and (source_index.min() < 0 or source_index.max() >= 2**31):
+        raise ValueError("source_index must be in [0, 2**31)")
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"need a finite mean and std > 0, got mean={mean}, std={std}")
+    metadata = {**info, "mean": float(mean), "std": float(std), "num_images": n,
+                "shape": list(IMAGE_SHAPE), "stored_dtype": "uint8", "format_version": FORMAT_VERSION}
+    pixel_column = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(PIXELS_PER_IMAGE), n, [None, pa.py_buffer(pixels)])
+    table = pa.table(
+        [pa.array(labels.astype(np.uint8)), pa.array(source_index.astype(np.int32)), pixel_column],
+        schema=SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)}),
+    )
+    with atomic_write(path) as handle:
+        pq.write_table(table, handle, **_WRITE_OPTIONS)
+
+
+def _read_table(path: Path) -> pa.Table:
+    if not path.is_file():
+        raise StageError(f"{path}: file not found (expected a split written by stages.normalize)")
+    try:
+        return pq.ParquetFile(path).read()
+    except (pa.ArrowException, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StageError(f"{path}: not a readable Parquet file ({first_line})") from None
+
+
+def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise StageError(f"{path}: no {METADATA_KEY.decode()!r} metadata (not written by stages.normalize)")
+    try:
+        metadata = json.loads(raw)
+    except ValueError:
+        raise StageError(f"{path}: {METADATA_KEY.decode()!r} metadata is not valid JSON") from None
+    problems = []
+    if not isinstance(metadata, dict):
+        raise StageError(f"{path}: {METADATA_KEY.decode()!r} metadata must be a JSON object")
+    for key in ("mean", "std"):
+        value = metadata.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(f"{key} must be a finite number, got {value!r}")
+    if not problems and metadata["std"] <= 0:
+        problems.append(f"std must be > 0, got {metadata['std']!r}")
+    if metadata.get("shape") != list(IMAGE_SHAPE):
+        problems.append(f"shape must be {list(IMAGE_SHAPE)}, got {metadata.get('shape')!r}")
+    if metadata.get("stored_dtype") != "uint8":
+        problems.append(f"stored_dtype must be 'uint8', got {metadata.get('stored_dtype')!r}")
+    if metadata.get("num_images") != table.num_rows:
+        problems.append(f"num_images must be {table.num_rows} (the rows), got {metadata.get('num_images')!r}")
+    if problems:
+        raise StageError(f"{path}: bad {METADATA_KEY.decode()!r} metadata: {'; '.join(problems)}")
+    return metadata
+
+
+def read_split(path: str | Path) -> Split:
+    """Load the split at ``path``, normalized for the model.
+
+    Raises StageError naming the file if it is missing, not Parquet, or has other columns,
+    types or metadata than :func:`write_split` writes.
+    """
+    path = Path(path)
+    table = _read_table(path)
+    found = [(f.name, str(f.type)) for f in table.schema]
+    expected = [(f.name, str(f.type)) for f in SCHEMA]
+    if found != expected:
+        raise StageError(
+            f"{path}: columns {', '.join(f'{n}: {t}' for n, t in found)}; "
+            f"expected {', '.join(f'{n}: {t}' for n, t in expected)}"
+        )
+    nulls = [name for name in SCHEMA.names if table.column(name).null_count]
+    if nulls:
+        raise StageError(f"{path}: null values in column(s) {', '.join(nulls)}, expected none")
+    metadata = _read_metadata(path, table)
+
+    pixel_column = table.column("pixels").combine_chunks()
+    pixels = np.frombuffer(pixel_column.buffers()[1], dtype=np.uint8,
+                           count=len(pixel_column) * PIXELS_PER_IMAGE,
+                           offset=pixel_column.offset * PIXELS_PER_IMAGE)
+    labels = table.column("label").to_numpy().astype(np.int64)
+    if labels.size and labels.max() > 9:
+        raise StageError(f"{path}: label {labels.max()} found, expected 0-9")
+    return Split(
+        images=normalize_pixels(pixels.reshape(-1, *IMAGE_SHAPE[1:]), metadata["mean"], metadata["std"]),
+        labels=labels,
+        source_index=table.column("source_index").to_numpy().astype(np.int64),
+        metadata=metadata,
+    )

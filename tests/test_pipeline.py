@@ -1,0 +1,142 @@
+"""End to end: real ``dvc repro`` on a small MNIST subset in a scratch copy of the repo.
+
+Needs the MNIST files from a local mirror ($MNIST_MIRROR, or ../shared/mnist beside the
+repository); skipped, visibly, without one.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("MNIST_MIRROR", ROOT.parent / "shared" / "mnist")).resolve()
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (MIRROR / "train-images-idx3-ubyte.gz").exists(),
+                       reason=f"no local MNIST mirror at {MIRROR} (set MNIST_MIRROR)"),
+]
+
+SMALL = {  # a run of about a minute: 1,500 training, 500 validation, 1,000 test images
+    "normalize.limit": 2000,
+    "normalize.val_size": 500,
+    "train.epochs": 2,
+    "train.warmup_epochs": 0,
+    "train.batch_size": 64,
+}
+
+
+def set_params(root: Path, changes: dict) -> None:
+    yaml = YAML()  # round-trip mode keeps the comments, as `dvc exp run -S` does
+    data = yaml.load((root / "params.yaml").read_text())
+    for key, value in changes.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    with open(root / "params.yaml", "w") as handle:
+        yaml.dump(data, handle)
+
+
+def sh(root: Path, *args: str) -> str:
+    env = dict(os.environ, MNIST_MIRROR=str(MIRROR),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git + DVC copy of the project after one full ``dvc repro`` on the small subset."""
+    root = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, root / name)
+    set_params(root, SMALL)
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    output = sh(root, "dvc", "repro")
+    assert stages_run(output) == {"fetch", "normalize", "train", "evaluate", "plot"}
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first run")
+    return root
+
+
+def test_every_output_is_there_and_sane(repo):
+    raw = sorted(p.name for p in (repo / "data/raw").iterdir())
+    assert raw == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                   "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    assert sorted(p.name for p in (repo / "data/prepared").iterdir()) == ["test.parquet", "train.parquet", "val.parquet"]
+    assert (repo / "models/model.npz").exists() and (repo / "models/model.json").exists()
+
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["epochs_run"] == 2 and 1 <= train["best_epoch"] <= 2
+    assert train["val_accuracy"] > 0.5  # 2 epochs on 1,500 images: far above chance (0.1)
+
+    evaluation = json.loads((repo / "metrics/eval.json").read_text())
+    assert evaluation["test_images"] == 2000
+    assert 0.5 < evaluation["test_accuracy"] <= 1 and np.isfinite(evaluation["test_loss"])
+    assert sorted(evaluation["per_class"]) == [str(c) for c in range(10)]
+
+    history = (repo / "metrics/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds"
+    assert len(history) == 3
+    confusion = (repo / "metrics/confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted" and len(confusion) == 2001
+    correct = sum(a == p for a, p in (line.split(",") for line in confusion[1:]))
+    assert correct / 2000 == pytest.approx(evaluation["test_accuracy"])
+
+    pngs = sorted(p.name for p in (repo / "plots").glob("*.png"))
+    assert pngs == ["accuracy.png", "augmented.png", "confusion.png", "learning_rate.png", "loss.png"]
+    assert all((repo / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert not (repo / "checkpoints/train.npz").exists()  # removed once training succeeded
+
+
+def test_a_second_repro_does_nothing(repo):
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status")
+    assert stages_run(sh(repo, "dvc", "repro")) == set()
+
+
+def test_changing_lr_reruns_exactly_train_evaluate_plot(repo):
+    set_params(repo, {"train.lr": 0.02})
+    status = sh(repo, "dvc", "status")
+    assert "train:" in status and "fetch:" not in status and "normalize:" not in status
+    assert stages_run(sh(repo, "dvc", "repro")) == {"train", "evaluate", "plot"}
+    diff = sh(repo, "dvc", "metrics", "diff")
+    assert "metrics/train.json" in diff and "val_loss" in diff
+    params_diff = sh(repo, "dvc", "params", "diff")
+    assert "train.lr" in params_diff and "0.05" in params_diff and "0.02" in params_diff
+
+
+def test_plots_diff_renders(repo):
+    output = sh(repo, "dvc", "plots", "diff", "-o", "plots_html")
+    assert (repo / "plots_html" / "index.html").exists(), output
+
+
+def test_bad_param_fails_with_one_line_and_writes_nothing(repo):
+    set_params(repo, {"train.lr": -1})
+    before = (repo / "metrics/train.json").read_bytes()
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    result = subprocess.run([sys.executable, "-m", "stages.train"], cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: params.yaml: train.lr must be a number > 0 and <= 10, got -1"
+    assert (repo / "metrics/train.json").read_bytes() == before
+    set_params(repo, {"train.lr": 0.02})
