@@ -90,6 +90,7 @@ def from_binary_float32(table, mean, std):
 
 
 def median_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()``: robust to the other jobs sharing this machine."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -122,7 +123,7 @@ def main() -> None:
         path = Path(tmp) / "split.parquet"
         for layout, build, load in layouts:
             table = pa.table({**label_col, **build()})
-            for compression in ("none", "snappy", "zstd"):
+            for compression in ("none", "snappy", "lz4", "zstd"):
                 if layout == "784 uint8 columns" and compression != "snappy":
                     continue  # slow to write and read; one point is enough to rule it out
                 write_seconds = median_time(lambda: pq.write_table(

@@ -33,6 +33,7 @@ MODELS = Path("models")
 METRICS = Path("metrics/train.json")
 HISTORY = Path("metrics/history.csv")
 CHECKPOINT = Path("checkpoints/train.npz")
+NN_SOURCES = sorted(Path(nn.__file__).parent.glob("*.py"))  # code that shapes the run
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 SPEC = TRAIN_SPEC
@@ -126,7 +127,7 @@ def main() -> None:
     trainer = build_trainer(params, rng, fill=background, on_batch=progress.on_batch)
 
     run_fingerprint = checkpoint.fingerprint(
-        dict(params), [DATA / "train.parquet", DATA / "val.parquet", *sorted(Path("nn").glob("*.py"))])
+        dict(params), [DATA / "train.parquet", DATA / "val.parquet", *NN_SOURCES])
     state = None
     if CHECKPOINT.exists():
         if checkpoint.read_fingerprint(CHECKPOINT) == run_fingerprint:

@@ -24,7 +24,7 @@ def fingerprint(params: dict, files: list[Path]) -> str:
     """SHA-256 over the run's params and the bytes of ``files`` (data and source code)."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=list).encode())
     for path in sorted(Path(p) for p in files):
-        digest.update(str(path).encode())
+        digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

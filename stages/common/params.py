@@ -172,7 +172,12 @@ class Optional(Rule):
         return f"null or {self.rule.expected}"
 
     def check(self, key, value):
-        return None if value is None else self.rule.check(key, value)
+        if value is None:
+            return None
+        try:
+            return self.rule.check(key, value)
+        except StageError:
+            raise self.fail(key, value) from None
 
 
 # --- which keys a stage may read --------------------------------------------------------

@@ -1,0 +1,88 @@
+"""LeNet-5 (LeCun et al., 1998) as used on MNIST: two conv/pool stages, three dense layers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from nn.conv import Conv2d
+from nn.dropout import Dropout
+from nn.init import SCHEMES
+from nn.linear import Flatten, Linear
+from nn.module import Module, Sequential
+from nn.pool import AvgPool2d, MaxPool2d
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
+POOLS = ("max", "avg")
+
+
+def _activation(name: str, leaky_slope: float) -> Module:
+    if name == "relu":
+        return ReLU()
+    if name == "leaky_relu":
+        return LeakyReLU(leaky_slope)
+    if name == "tanh":
+        return Tanh()
+    return Sigmoid()
+
+
+def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hidden=(120, 84),
+           num_classes: int = 10, init: str = "he_normal", dropout: float = 0.0,
+           leaky_slope: float = 0.01, rng: np.random.Generator, dtype=np.float32) -> Sequential:
+    """Build LeNet-5 for 1x28x28 inputs.
+
+    ::
+
+        conv1  Conv2d(1, c1, 5, padding=2)   (N, 1, 28, 28) -> (N, c1, 28, 28)
+        act1, pool1 (2x2, stride 2)                          -> (N, c1, 14, 14)
+        conv2  Conv2d(c1, c2, 5)                             -> (N, c2, 10, 10)
+        act2, pool2 (2x2, stride 2)                          -> (N, c2, 5, 5)
+        flatten                                              -> (N, c2*25)
+        fc1 Linear(c2*25, h1), act3, [drop1], fc2 Linear(h1, h2), act4, [drop2],
+        fc3 Linear(h2, num_classes)                          -> (N, num_classes) logits
+
+    Args
+    ----
+    activation : "relu", "leaky_relu" (slope ``leaky_slope``), "tanh" or "sigmoid".
+    pool : "max" or "avg".
+    channels : (c1, c2) feature maps of the two conv layers.
+    hidden : (h1, h2) widths of the two hidden dense layers.
+    num_classes : outputs of fc3.
+    init : weight initializer (``nn.init.SCHEMES``); biases are zero.
+    dropout : probability for drop1/drop2 after act3/act4; 0 leaves them out.
+    rng : numpy.random.Generator for the weights and the dropout masks.
+    dtype : float32 (default) or float64.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    if init not in SCHEMES:
+        raise ValueError(f"init must be one of {', '.join(SCHEMES)}, got {init!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    c1, c2 = (int(c) for c in channels)
+    h1, h2 = (int(h) for h in hidden)
+    pooling = MaxPool2d if pool == "max" else AvgPool2d
+    dense = dict(init=init, rng=rng, dtype=dtype)
+    layers: dict[str, Module] = {
+        "conv1": Conv2d(1, c1, 5, padding=2, **dense),
+        "act1": _activation(activation, leaky_slope),
+        "pool1": pooling(2, 2),
+        "conv2": Conv2d(c1, c2, 5, **dense),
+        "act2": _activation(activation, leaky_slope),
+        "pool2": pooling(2, 2),
+        "flatten": Flatten(),
+        "fc1": Linear(c2 * 5 * 5, h1, **dense),
+        "act3": _activation(activation, leaky_slope),
+    }
+    if dropout > 0:
+        layers["drop1"] = Dropout(dropout, rng=rng)
+    layers["fc2"] = Linear(h1, h2, **dense)
+    layers["act4"] = _activation(activation, leaky_slope)
+    if dropout > 0:
+        layers["drop2"] = Dropout(dropout, rng=rng)
+    layers["fc3"] = Linear(h2, int(num_classes), **dense)
+    return Sequential(**layers)

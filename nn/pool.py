@@ -1,0 +1,155 @@
+"""Max and average pooling over (possibly overlapping, possibly padded) 2-D windows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nn.im2col import PaddedBuffer, output_size, pair, window
+from nn.module import Module
+
+
+class _Pool2d(Module):
+    """Shared geometry: kernel, stride (defaults to the kernel), padding, output size."""
+
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            # As in PyTorch: a window made only of padding would have no input to pool.
+            raise ValueError(f"padding {self.padding} must be at most half of kernel_size {self.kernel_size}")
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+    def _geometry(self, x: np.ndarray) -> tuple[int, int]:
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} expects (N, C, H, W), got shape {x.shape}")
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        out_hw = (output_size(x.shape[2], kh, sh, ph), output_size(x.shape[3], kw, sw, pw))
+        if min(out_hw) < 1:
+            raise ValueError(f"input {x.shape[2]}x{x.shape[3]} too small for kernel {kh}x{kw}")
+        return out_hw
+
+    def _offsets(self):
+        kh, kw = self.kernel_size
+        return [(i, j) for i in range(kh) for j in range(kw)]
+
+    def _crop(self, dxp: np.ndarray, in_hw: tuple[int, int]) -> np.ndarray:
+        (ph, pw), (h, w) = self.padding, in_hw
+        return dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+
+
+class MaxPool2d(_Pool2d):
+    """Maximum over each window; padding is -inf (never selected).
+
+    Args
+    ----
+    kernel_size : int or (kH, kW)
+    stride : int or (sH, sW); default ``kernel_size``. Smaller than the kernel = overlapping.
+    padding : int or (pH, pW), at most half the kernel, default 0.
+
+    Shape
+    -----
+    x : (N, C, H, W) -> out : (N, C, H_out, W_out),
+    ``H_out = floor((H + 2*pH - kH) / sH) + 1`` (same for W).
+
+    Notes
+    -----
+    The gradient of each window goes to exactly one input: the first maximum in row-major
+    window order, like PyTorch. (Splitting it among ties would be wrong: on normalised MNIST
+    whole windows of background share one value.) Overlapping windows add their gradients.
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out_hw = self._geometry(x)
+        xc = x.transpose(1, 0, 2, 3)
+        if self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0):
+            return self._forward_2x2(xc, out_hw)
+        xp = PaddedBuffer(-np.inf).pad(xc, self.padding, xc.dtype)
+        offsets = self._offsets()
+        best = xp[window(*offsets[0], self.stride, out_hw)].copy()
+        # Index of the winning offset; strict ">" keeps the first maximum on ties.
+        argbest = np.zeros(best.shape, dtype=np.uint8 if len(offsets) < 256 else np.int32)
+        for k, (i, j) in enumerate(offsets[1:], start=1):
+            candidate = xp[window(i, j, self.stride, out_hw)]
+            better = candidate > best
+            np.copyto(argbest, k, where=better)
+            np.copyto(best, candidate, where=better)
+        self._cache = ("general", x.shape[2:], xp.shape, out_hw, argbest)
+        return best.transpose(1, 0, 2, 3)
+
+    def _forward_2x2(self, xc: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        # Two rounds of pairwise maxima over strided views: far faster than reshape+max.
+        ho, wo = out_hw
+        a, b = xc[:, :, 0:2 * ho:2, 0:2 * wo:2], xc[:, :, 0:2 * ho:2, 1:2 * wo:2]
+        c, d = xc[:, :, 1:2 * ho:2, 0:2 * wo:2], xc[:, :, 1:2 * ho:2, 1:2 * wo:2]
+        top, bottom = np.maximum(a, b), np.maximum(c, d)
+        out = np.maximum(top, bottom)
+        # Which element won, first-wins: a over b, c over d, the top row over the bottom.
+        self._cache = ("2x2", xc.shape, a >= b, c >= d, top >= bottom)
+        return out.transpose(1, 0, 2, 3)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError("MaxPool2d.backward called before forward")
+        if self._cache[0] == "2x2":
+            return self._backward_2x2(dout.transpose(1, 0, 2, 3))
+        _, in_hw, padded_shape, out_hw, argbest = self._cache
+        doutc = dout.transpose(1, 0, 2, 3)
+        dxp = np.zeros(padded_shape, dtype=dout.dtype)
+        for k, (i, j) in enumerate(self._offsets()):
+            dxp[window(i, j, self.stride, out_hw)] += doutc * (argbest == k)
+        return self._crop(dxp, in_hw)
+
+    def _backward_2x2(self, doutc: np.ndarray) -> np.ndarray:
+        _, in_shape, a_wins, c_wins, top_wins = self._cache
+        ho, wo = doutc.shape[2:]
+        full = in_shape[2] == 2 * ho and in_shape[3] == 2 * wo
+        dx = (np.empty if full else np.zeros)(in_shape, dtype=doutc.dtype)
+        bottom_wins = ~top_wins
+        np.multiply(doutc, top_wins & a_wins, out=dx[:, :, 0:2 * ho:2, 0:2 * wo:2])
+        np.multiply(doutc, top_wins & ~a_wins, out=dx[:, :, 0:2 * ho:2, 1:2 * wo:2])
+        np.multiply(doutc, bottom_wins & c_wins, out=dx[:, :, 1:2 * ho:2, 0:2 * wo:2])
+        np.multiply(doutc, bottom_wins & ~c_wins, out=dx[:, :, 1:2 * ho:2, 1:2 * wo:2])
+        return dx.transpose(1, 0, 2, 3)
+
+
+class AvgPool2d(_Pool2d):
+    """Mean over each window; padded zeros count in the mean (PyTorch's count_include_pad=True).
+
+    Args
+    ----
+    kernel_size : int or (kH, kW)
+    stride : int or (sH, sW); default ``kernel_size``.
+    padding : int or (pH, pW), at most half the kernel, default 0.
+
+    Shape
+    -----
+    x : (N, C, H, W) -> out : (N, C, H_out, W_out),
+    ``H_out = floor((H + 2*pH - kH) / sH) + 1`` (same for W).
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out_hw = self._geometry(x)
+        xc = x.transpose(1, 0, 2, 3)
+        xp = PaddedBuffer(0.0).pad(xc, self.padding, xc.dtype)
+        offsets = self._offsets()
+        total = xp[window(*offsets[0], self.stride, out_hw)].copy()
+        for i, j in offsets[1:]:
+            total += xp[window(i, j, self.stride, out_hw)]
+        total *= total.dtype.type(1.0 / len(offsets))
+        self._cache = (x.shape[2:], xp.shape, out_hw)
+        return total.transpose(1, 0, 2, 3)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError("AvgPool2d.backward called before forward")
+        in_hw, padded_shape, out_hw = self._cache
+        share = dout.transpose(1, 0, 2, 3) * dout.dtype.type(1.0 / len(self._offsets()))
+        dxp = np.zeros(padded_shape, dtype=dout.dtype)
+        for i, j in self._offsets():
+            dxp[window(i, j, self.stride, out_hw)] += share
+        return self._crop(dxp, in_hw)

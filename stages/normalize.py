@@ -1,0 +1,147 @@
+"""Stage normalize: MNIST's IDX files -> train / val / test splits as Parquet.
+
+    python -m stages.normalize      # reads data/raw, params normalize.*; writes data/prepared
+
+- ``val_size`` training images are held out for validation, stratified by label
+  (:func:`stratified_split`); the rest is the training split.
+- The training split's pixel mean and std (of pixels / 255) are recorded in every split, so
+  all three are normalized alike at load time. The test set chooses nothing: it is only
+  read, limited, and written.
+- ``limit`` keeps the first ``limit`` images of each source file (small runs in tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from stages.common.cli import run
+from stages.common.dataset import pixel_mean_std, write_split
+from stages.common.errors import StageError
+from stages.common.idx import NUM_CLASSES, LabelledImages, read_labelled_images
+from stages.common.params import PARAMS_FILE, Int, Optional, load_stage_params
+
+RAW_DIR = Path("data/raw")
+OUT_DIR = Path("data/prepared")
+TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+SPEC = {
+    "normalize.val_size": Int(min=1),
+    "normalize.seed": Int(min=0),
+    "normalize.limit": Optional(Int(min=1)),
+}
+SPLIT_RULE = (
+    "stratified by label: class k gets floor(val_size * n_k / n) validation images, and the "
+    "remaining ones go one each to the classes with the largest remainders "
+    "(val_size * n_k mod n), ties to the smaller label; the images held out from class k are "
+    "its first ones in the order of numpy.random.default_rng(seed).permutation(n)"
+)
+SOURCE_INDEX_MEANING = "0-based index of the image in its source IDX files (images and labels)"
+NORMALIZATION = "images = (pixels / 255 - mean) / std; mean, population std of the train split's pixels / 255"
+
+
+def class_quotas(class_counts: np.ndarray, val_size: int) -> np.ndarray:
+    """Validation images per class: proportional, by the largest-remainder rule.
+
+    Parameters
+    ----------
+    class_counts : (K,) int, training images per class (n = their sum > val_size).
+    val_size : images to hold out in total.
+
+    Returns
+    -------
+    quotas : (K,) int64, summing to ``val_size``, each at most its class count. Exact integer
+    arithmetic, so no float rounding can make the tie-break platform-dependent.
+    """
+    counts = np.asarray(class_counts, dtype=np.int64)
+    n = int(counts.sum())
+    quotas, remainders = np.divmod(val_size * counts, n)
+    missing = val_size - int(quotas.sum())  # <= classes with a non-zero remainder
+    by_remainder = np.lexsort((np.arange(len(counts)), -remainders))  # largest first, then label
+    quotas[by_remainder[:missing]] += 1
+    return quotas
+
+
+def stratified_split(labels: np.ndarray, val_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (train, val), holding out :func:`class_quotas` of each label at random.
+
+    Parameters
+    ----------
+    labels : (n,) int in 0–9.
+    val_size : 1 <= val_size < n.
+    rng : the only source of randomness (one ``permutation(n)`` call).
+
+    Returns
+    -------
+    train_index, val_index : sorted int64 arrays, disjoint, together ``arange(n)``.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    quotas = class_quotas(np.bincount(labels, minlength=NUM_CLASSES), val_size)
+    shuffled = rng.permutation(n)
+    by_class = shuffled[np.argsort(labels[shuffled], kind="stable")]  # classes in shuffled order
+    class_of = labels[by_class]
+    class_start = np.concatenate(([0], np.cumsum(np.bincount(class_of, minlength=NUM_CLASSES))[:-1]))
+    rank_in_class = np.arange(n) - class_start[class_of]
+    held_out = np.zeros(n, dtype=bool)
+    held_out[by_class[rank_in_class < quotas[class_of]]] = True
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
+def _limited(data: LabelledImages, limit: int | None) -> LabelledImages:
+    return LabelledImages(images=data.images[:limit], labels=data.labels[:limit], sha256=data.sha256)
+
+
+def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: int | None) -> dict:
+    """Read the IDX files in ``raw_dir``; write train/val/test.parquet to ``out_dir``.
+
+    Returns the sizes and the normalization constants (for the stage's summary line).
+    """
+    train_files = [raw_dir / name for name in TRAIN_FILES]
+    test_files = [raw_dir / name for name in TEST_FILES]
+    training = _limited(read_labelled_images(*train_files), limit)
+    test = _limited(read_labelled_images(*test_files), limit)
+    if val_size >= len(training.labels):
+        raise StageError(
+            f"{PARAMS_FILE}: normalize.val_size must be less than the {len(training.labels)} training "
+            f"images available (normalize.limit = {'null' if limit is None else limit}), got {val_size}"
+        )
+    train_index, val_index = stratified_split(training.labels, val_size, np.random.default_rng(seed))
+    mean, std = pixel_mean_std(training.images[train_index])
+    if std == 0:
+        raise StageError(f"{train_files[0]}: the training split's pixels are all equal, cannot standardize")
+
+    sizes = {"train": len(train_index), "val": len(val_index), "test": len(test.labels)}
+    provenance = {"source_index": SOURCE_INDEX_MEANING, "split_rule": SPLIT_RULE,
+                  "normalization": NORMALIZATION, "seed": seed, "val_size": val_size, "limit": limit}
+    sha256 = {**training.sha256, **test.sha256}
+    splits = {
+        "train": (training, train_index, TRAIN_FILES),
+        "val": (training, val_index, TRAIN_FILES),
+        "test": (test, np.arange(len(test.labels)), TEST_FILES),
+    }
+    for name, (source, index, files) in splits.items():
+        info = {"split": name, "sizes": sizes, "provenance": provenance, "sha256": sha256,
+                "source_files": {"images": files[0], "labels": files[1]}}
+        write_split(out_dir / f"{name}.parquet", source.images[index], source.labels[index], index,
+                    mean=mean, std=std, info=info)
+    return {"sizes": sizes, "mean": mean, "std": std}
+
+
+app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
+
+
+@app.command()
+def main() -> None:
+    """Write data/prepared/{train,val,test}.parquet from data/raw (params: normalize.*)."""
+    params = load_stage_params("normalize", SPEC)
+    summary = prepare(RAW_DIR, OUT_DIR, val_size=params["normalize.val_size"],
+                      seed=params["normalize.seed"], limit=params["normalize.limit"])
+    sizes = ", ".join(f"{name} {size}" for name, size in summary["sizes"].items())
+    print(f"normalize: {sizes}; train mean {summary['mean']:.4f}, std {summary['std']:.4f} -> {OUT_DIR}")
+
+
+if __name__ == "__main__":
+    run(app)

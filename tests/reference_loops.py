@@ -1,0 +1,499 @@
+"""Slow, obviously-correct reference layers: the original tutorial's explicit loops.
+
+Every function here spells the maths out with Python loops over the batch, the channels, the
+output pixels and the kernel window, with no vectorisation tricks, so that it can be read
+against the textbook definition. The tests prove the fast ``nn`` layers equal to these, and
+these (and the fast layers) equal to finite differences; ``benchmarks/bench_lenet.py`` times
+``naive_lenet_step`` to show what the vectorised layers buy.
+
+Conventions
+-----------
+* Layout NCHW; weights have PyTorch's shapes (conv ``(C_out, C_in, kH, kW)``, linear
+  ``(out, in)``).
+* Convolution is cross-correlation (no kernel flip), like PyTorch.
+* Output size ``H_out = floor((H + 2*pH - kH) / sH) + 1`` (same for W).
+* Padding is never materialised: a window position outside the input *is* the padding
+  (zero for convolution and average pooling, -inf, i.e. skipped, for max pooling).
+* Arithmetic uses Python floats (IEEE double): arrays are turned into nested lists first,
+  which is also several times faster than indexing NumPy scalars. Results are float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _pair(value) -> tuple[int, int]:
+    """``2 -> (2, 2)``; ``(2, 3) -> (2, 3)``."""
+    if np.ndim(value) == 0:
+        return int(value), int(value)
+    first, second = value
+    return int(first), int(second)
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """``floor((size + 2*padding - kernel) / stride) + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _zeros(shape) -> list:
+    """Nested lists of 0.0 with the given shape (an accumulator for gradients)."""
+    return np.zeros(shape).tolist()
+
+
+def _lists(array) -> list:
+    return np.asarray(array, dtype=np.float64).tolist()
+
+
+def _array(nested) -> np.ndarray:
+    return np.array(nested, dtype=np.float64)
+
+
+# -- convolution -----------------------------------------------------------------------------
+def conv2d_forward(x, w, b=None, stride=(1, 1), padding=(0, 0)) -> np.ndarray:
+    """2-D cross-correlation with zero padding.
+
+    ``out[n, o, i, j] = b[o] + sum_{c, a, d} w[o, c, a, d] * x[n, c, i*sH - pH + a, j*sW - pW + d]``
+    where ``x`` is zero outside its bounds.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W)
+    w : (C_out, C_in, kH, kW)
+    b : (C_out,) or None
+    stride, padding : int or (h, w)
+
+    Returns
+    -------
+    out : (N, C_out, H_out, W_out)
+    """
+    n_batch, c_in, height, width = np.shape(x)
+    c_out, c_in_w, kh, kw = np.shape(w)
+    assert c_in == c_in_w, f"x has {c_in} channels, w expects {c_in_w}"
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    ho, wo = output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
+    xs, ws = _lists(x), _lists(w)
+    bs = [0.0] * c_out if b is None else _lists(b)
+    out = _zeros((n_batch, c_out, ho, wo))
+    for n in range(n_batch):
+        for o in range(c_out):
+            for i in range(ho):
+                for j in range(wo):
+                    total = bs[o]
+                    for c in range(c_in):
+                        for a in range(kh):
+                            row = i * sh - ph + a
+                            if not 0 <= row < height:
+                                continue  # zero padding contributes nothing
+                            for d in range(kw):
+                                col = j * sw - pw + d
+                                if 0 <= col < width:
+                                    total += ws[o][c][a][d] * xs[n][c][row][col]
+                    out[n][o][i][j] = total
+    return _array(out)
+
+
+def conv2d_backward(x, w, dout, stride=(1, 1), padding=(0, 0)):
+    """Gradients of ``conv2d_forward`` given ``dout = dL/dout``.
+
+    Every output pixel sends ``dout * w`` back to each input pixel of its window, and
+    ``dout * x`` to each weight; the bias receives ``dout`` itself.
+
+    Parameters
+    ----------
+    x : (N, C_in, H, W)
+    w : (C_out, C_in, kH, kW)
+    dout : (N, C_out, H_out, W_out)
+    stride, padding : int or (h, w)
+
+    Returns
+    -------
+    dx : (N, C_in, H, W)
+    dw : (C_out, C_in, kH, kW)
+    db : (C_out,)
+    """
+    n_batch, c_in, height, width = np.shape(x)
+    c_out, _, kh, kw = np.shape(w)
+    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    ho, wo = output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
+    assert np.shape(dout) == (n_batch, c_out, ho, wo), f"dout {np.shape(dout)} != {(n_batch, c_out, ho, wo)}"
+    xs, ws, gs = _lists(x), _lists(w), _lists(dout)
+    dx, dw, db = _zeros(np.shape(x)), _zeros(np.shape(w)), [0.0] * c_out
+    for n in range(n_batch):
+        for o in range(c_out):
+            for i in range(ho):
+                for j in range(wo):
+                    g = gs[n][o][i][j]
+                    db[o] += g
+                    for c in range(c_in):
+                        for a in range(kh):
+                            row = i * sh - ph + a
+                            if not 0 <= row < height:
+                                continue
+                            for d in range(kw):
+                                col = j * sw - pw + d
+                                if 0 <= col < width:
+                                    dw[o][c][a][d] += g * xs[n][c][row][col]
+                                    dx[n][c][row][col] += g * ws[o][c][a][d]
+    return _array(dx), _array(dw), _array(db)
+
+
+# -- pooling ---------------------------------------------------------------------------------
+def _pool_geometry(x, kernel, stride, padding):
+    (kh, kw) = _pair(kernel)
+    (sh, sw) = (kh, kw) if stride is None else _pair(stride)
+    (ph, pw) = _pair(padding)
+    assert 2 * ph <= kh and 2 * pw <= kw, "padding must be at most half the kernel (as in PyTorch)"
+    n_batch, channels, height, width = np.shape(x)
+    ho, wo = output_size(height, kh, sh, ph), output_size(width, kw, sw, pw)
+    return n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo
+
+
+def _window_argmax(plane, i, j, height, width, kh, kw, sh, sw, ph, pw):
+    """``(row, col)`` of the FIRST maximum of one window, scanning it row by row.
+
+    Positions in the padding are skipped (they hold -inf, never a maximum). Strict ``>``
+    keeps the first of equal values, as PyTorch does.
+    """
+    best, where = -math.inf, None
+    for a in range(kh):
+        row = i * sh - ph + a
+        for d in range(kw):
+            col = j * sw - pw + d
+            if 0 <= row < height and 0 <= col < width and (where is None or plane[row][col] > best):
+                best, where = plane[row][col], (row, col)
+    assert where is not None, "a window lies entirely in the padding"
+    return where
+
+
+def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
+    """Maximum over each window; padding is -inf.
+
+    Parameters
+    ----------
+    x : (N, C, H, W)
+    kernel : int or (kH, kW)
+    stride : int or (sH, sW); None means the kernel size
+    padding : int or (pH, pW), at most half the kernel
+
+    Returns
+    -------
+    out : (N, C, H_out, W_out)
+    """
+    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
+    xs = _lists(x)
+    out = _zeros((n_batch, channels, ho, wo))
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(ho):
+                for j in range(wo):
+                    row, col = _window_argmax(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw)
+                    out[n][c][i][j] = xs[n][c][row][col]
+    return _array(out)
+
+
+def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
+    """Gradient of ``maxpool_forward``: each window's ``dout`` goes to exactly ONE input,
+    the first maximum in row-major window order; overlapping windows add up.
+
+    Parameters
+    ----------
+    x : (N, C, H, W), the forward input
+    dout : (N, C, H_out, W_out)
+
+    Returns
+    -------
+    dx : (N, C, H, W)
+    """
+    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
+    assert np.shape(dout) == (n_batch, channels, ho, wo)
+    xs, gs = _lists(x), _lists(dout)
+    dx = _zeros(np.shape(x))
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(ho):
+                for j in range(wo):
+                    row, col = _window_argmax(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw)
+                    dx[n][c][row][col] += gs[n][c][i][j]
+    return _array(dx)
+
+
+def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
+    """Mean over each window, padded zeros included (PyTorch's ``count_include_pad=True``):
+    every window divides by ``kH * kW``.
+
+    Parameters
+    ----------
+    x : (N, C, H, W); kernel, stride (None = kernel), padding : int or pair
+
+    Returns
+    -------
+    out : (N, C, H_out, W_out)
+    """
+    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
+    xs = _lists(x)
+    out = _zeros((n_batch, channels, ho, wo))
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(ho):
+                for j in range(wo):
+                    total = 0.0
+                    for a in range(kh):
+                        for d in range(kw):
+                            row, col = i * sh - ph + a, j * sw - pw + d
+                            if 0 <= row < height and 0 <= col < width:
+                                total += xs[n][c][row][col]
+                    out[n][c][i][j] = total / (kh * kw)
+    return _array(out)
+
+
+def avgpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
+    """Gradient of ``avgpool_forward``: each input of a window receives ``dout / (kH*kW)``
+    (the share of padded positions is dropped).
+
+    Parameters
+    ----------
+    x : (N, C, H, W), the forward input (only its shape is used)
+    dout : (N, C, H_out, W_out)
+
+    Returns
+    -------
+    dx : (N, C, H, W)
+    """
+    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
+    assert np.shape(dout) == (n_batch, channels, ho, wo)
+    gs = _lists(dout)
+    dx = _zeros(np.shape(x))
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(ho):
+                for j in range(wo):
+                    share = gs[n][c][i][j] / (kh * kw)
+                    for a in range(kh):
+                        for d in range(kw):
+                            row, col = i * sh - ph + a, j * sw - pw + d
+                            if 0 <= row < height and 0 <= col < width:
+                                dx[n][c][row][col] += share
+    return _array(dx)
+
+
+# -- fully connected -------------------------------------------------------------------------
+def linear_forward(x, w, b=None) -> np.ndarray:
+    """``out[n, o] = b[o] + sum_i w[o, i] * x[n, i]``.
+
+    Parameters
+    ----------
+    x : (N, in); w : (out, in); b : (out,) or None
+
+    Returns
+    -------
+    out : (N, out)
+    """
+    n_batch, n_in = np.shape(x)
+    n_out, n_in_w = np.shape(w)
+    assert n_in == n_in_w, f"x has {n_in} features, w expects {n_in_w}"
+    xs, ws = _lists(x), _lists(w)
+    bs = [0.0] * n_out if b is None else _lists(b)
+    out = _zeros((n_batch, n_out))
+    for n in range(n_batch):
+        for o in range(n_out):
+            total = bs[o]
+            for i in range(n_in):
+                total += ws[o][i] * xs[n][i]
+            out[n][o] = total
+    return _array(out)
+
+
+def linear_backward(x, w, dout):
+    """Gradients of ``linear_forward``.
+
+    Parameters
+    ----------
+    x : (N, in); w : (out, in); dout : (N, out)
+
+    Returns
+    -------
+    dx : (N, in); dw : (out, in); db : (out,)
+    """
+    n_batch, n_in = np.shape(x)
+    n_out = np.shape(w)[0]
+    assert np.shape(dout) == (n_batch, n_out)
+    xs, ws, gs = _lists(x), _lists(w), _lists(dout)
+    dx, dw, db = _zeros((n_batch, n_in)), _zeros((n_out, n_in)), [0.0] * n_out
+    for n in range(n_batch):
+        for o in range(n_out):
+            g = gs[n][o]
+            db[o] += g
+            for i in range(n_in):
+                dw[o][i] += g * xs[n][i]
+                dx[n][i] += g * ws[o][i]
+    return _array(dx), _array(dw), _array(db)
+
+
+# -- element-wise activations (any shape) ----------------------------------------------------
+def _elementwise(function, *arrays) -> np.ndarray:
+    """Apply a scalar ``function`` to each element (one Python call per element)."""
+    shape = np.shape(arrays[0])
+    flats = [np.asarray(a, dtype=np.float64).ravel().tolist() for a in arrays]
+    values = [function(*elements) for elements in zip(*flats)]
+    return np.array(values, dtype=np.float64).reshape(shape)
+
+
+def relu_forward(x) -> np.ndarray:
+    """``max(x, 0)``."""
+    return _elementwise(lambda v: v if v > 0 else 0.0, x)
+
+
+def relu_backward(x, dout) -> np.ndarray:
+    """``dout`` where ``x > 0``, else 0 (the derivative at exactly 0 is taken as 0)."""
+    return _elementwise(lambda v, g: g if v > 0 else 0.0, x, dout)
+
+
+def leaky_relu_forward(x, negative_slope=0.01) -> np.ndarray:
+    """``x`` if ``x > 0`` else ``negative_slope * x``."""
+    return _elementwise(lambda v: v if v > 0 else negative_slope * v, x)
+
+
+def leaky_relu_backward(x, dout, negative_slope=0.01) -> np.ndarray:
+    """``dout`` where ``x > 0`` else ``negative_slope * dout``."""
+    return _elementwise(lambda v, g: g if v > 0 else negative_slope * g, x, dout)
+
+
+def tanh_forward(x) -> np.ndarray:
+    return _elementwise(math.tanh, x)
+
+
+def tanh_backward(x, dout) -> np.ndarray:
+    """``dout * (1 - tanh(x)**2)``."""
+    return _elementwise(lambda v, g: g * (1.0 - math.tanh(v) ** 2), x, dout)
+
+
+def _sigmoid(v: float) -> float:
+    # Two branches so that exp never overflows.
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+def sigmoid_forward(x) -> np.ndarray:
+    """``1 / (1 + exp(-x))``."""
+    return _elementwise(_sigmoid, x)
+
+
+def sigmoid_backward(x, dout) -> np.ndarray:
+    """``dout * s * (1 - s)`` with ``s = sigmoid(x)``."""
+    return _elementwise(lambda v, g: g * _sigmoid(v) * (1.0 - _sigmoid(v)), x, dout)
+
+
+ACTIVATIONS = {
+    "relu": (relu_forward, relu_backward),
+    "leaky_relu": (leaky_relu_forward, leaky_relu_backward),
+    "tanh": (tanh_forward, tanh_backward),
+    "sigmoid": (sigmoid_forward, sigmoid_backward),
+}
+
+
+# -- loss ------------------------------------------------------------------------------------
+def softmax_cross_entropy(logits, labels):
+    """Mean over the batch of ``-log softmax(logits[n])[labels[n]]``, and its gradient.
+
+    ``loss_n = log(sum_k exp(z_nk)) - z_n,label`` computed as ``m + log(sum_k exp(z_nk - m))``
+    with ``m = max_k z_nk`` (never overflows); ``dlogits[n, k] = (p_nk - [k == label]) / N``.
+
+    Parameters
+    ----------
+    logits : (N, K)
+    labels : (N,) integers in [0, K)
+
+    Returns
+    -------
+    loss : float
+    dlogits : (N, K)
+    """
+    zs = _lists(logits)
+    labels = [int(label) for label in np.asarray(labels).ravel()]
+    n_batch, n_classes = len(zs), len(zs[0])
+    loss = 0.0
+    dlogits = _zeros((n_batch, n_classes))
+    for n in range(n_batch):
+        m = max(zs[n])
+        total = 0.0
+        for k in range(n_classes):
+            total += math.exp(zs[n][k] - m)
+        log_sum_exp = m + math.log(total)
+        loss += log_sum_exp - zs[n][labels[n]]
+        for k in range(n_classes):
+            probability = math.exp(zs[n][k] - log_sum_exp)
+            dlogits[n][k] = (probability - (1.0 if k == labels[n] else 0.0)) / n_batch
+    return loss / n_batch, _array(dlogits)
+
+
+# -- LeNet-5 ---------------------------------------------------------------------------------
+def naive_lenet_step(params: dict, x, y, *, activation: str = "relu", pool: str = "max",
+                     leaky_slope: float = 0.01):
+    """Forward and backward of LeNet-5 with the loop layers above.
+
+    ::
+
+        conv1 (k5, pad 2) -> act -> pool 2x2 -> conv2 (k5) -> act -> pool 2x2 -> flatten
+        -> fc1 -> act -> fc2 -> act -> fc3 -> softmax cross-entropy (batch mean)
+
+    Parameters
+    ----------
+    params : dict with PyTorch's names and shapes: ``conv1.weight (c1, 1, 5, 5)``,
+        ``conv1.bias (c1,)``, ``conv2.weight (c2, c1, 5, 5)``, ``conv2.bias``,
+        ``fc1.weight (h1, c2*25)``, ``fc1.bias``, ``fc2.weight (h2, h1)``, ``fc2.bias``,
+        ``fc3.weight (K, h2)``, ``fc3.bias`` (e.g. ``model.state_dict()`` of ``nn.lenet5``).
+    x : (N, 1, 28, 28) images
+    y : (N,) integer labels
+    activation : "relu", "leaky_relu", "tanh" or "sigmoid"
+    pool : "max" or "avg"
+    leaky_slope : negative slope of "leaky_relu"
+
+    Returns
+    -------
+    loss : float
+    grads : dict with the same keys and shapes as ``params`` (float64)
+    """
+    p = params
+    if activation == "leaky_relu":
+        def act_forward(z):
+            return leaky_relu_forward(z, leaky_slope)
+
+        def act_backward(z, g):
+            return leaky_relu_backward(z, g, leaky_slope)
+    else:
+        act_forward, act_backward = ACTIVATIONS[activation]
+    pool_forward, pool_backward = {"max": (maxpool_forward, maxpool_backward),
+                                   "avg": (avgpool_forward, avgpool_backward)}[pool]
+
+    # Forward, keeping every layer's input for the backward pass.
+    z1 = conv2d_forward(x, p["conv1.weight"], p["conv1.bias"], stride=1, padding=2)
+    a1 = act_forward(z1)
+    p1 = pool_forward(a1, 2, 2, 0)
+    z2 = conv2d_forward(p1, p["conv2.weight"], p["conv2.bias"], stride=1, padding=0)
+    a2 = act_forward(z2)
+    p2 = pool_forward(a2, 2, 2, 0)
+    flat = p2.reshape(p2.shape[0], -1)  # C order, like torch.flatten
+    z3 = linear_forward(flat, p["fc1.weight"], p["fc1.bias"])
+    a3 = act_forward(z3)
+    z4 = linear_forward(a3, p["fc2.weight"], p["fc2.bias"])
+    a4 = act_forward(z4)
+    logits = linear_forward(a4, p["fc3.weight"], p["fc3.bias"])
+    loss, dlogits = softmax_cross_entropy(logits, y)
+
+    # Backward, layer by layer in reverse.
+    grads = {}
+    da4, grads["fc3.weight"], grads["fc3.bias"] = linear_backward(a4, p["fc3.weight"], dlogits)
+    da3, grads["fc2.weight"], grads["fc2.bias"] = linear_backward(a3, p["fc2.weight"], act_backward(z4, da4))
+    dflat, grads["fc1.weight"], grads["fc1.bias"] = linear_backward(flat, p["fc1.weight"], act_backward(z3, da3))
+    dp2 = dflat.reshape(p2.shape)
+    dz2 = act_backward(z2, pool_backward(a2, dp2, 2, 2, 0))
+    dp1, grads["conv2.weight"], grads["conv2.bias"] = conv2d_backward(p1, p["conv2.weight"], dz2, 1, 0)
+    dz1 = act_backward(z1, pool_backward(a1, dp1, 2, 2, 0))
+    _, grads["conv1.weight"], grads["conv1.bias"] = conv2d_backward(x, p["conv1.weight"], dz1, 1, 2)
+    return loss, grads

@@ -1,0 +1,160 @@
+"""The Module API contract: names, state dicts, train/eval, and model files."""
+
+import json
+
+import numpy as np
+import pytest
+
+import nn
+from nn.serialization import config_path, load_model, save_model
+
+EXPECTED_NAMES = [
+    "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias",
+    "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias",
+]
+
+
+def small_model(seed=0, **kwargs):
+    return nn.lenet5(rng=np.random.default_rng(seed), **kwargs)
+
+
+def test_named_parameters_are_dotted_pytorch_names_and_shapes():
+    model = small_model()
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    assert list(shapes) == EXPECTED_NAMES
+    assert shapes["conv1.weight"] == (6, 1, 5, 5) and shapes["conv2.weight"] == (16, 6, 5, 5)
+    assert shapes["fc1.weight"] == (120, 400) and shapes["fc3.bias"] == (10,)
+    assert [n for n, _ in model.named_gradients()] == EXPECTED_NAMES
+    assert model.num_parameters() == 61706  # the classic LeNet-5 count
+    assert all(p.dtype == np.float32 for p in model.parameters())
+    assert list(model.children()) == ["conv1", "act1", "pool1", "conv2", "act2", "pool2",
+                                      "flatten", "fc1", "act3", "fc2", "act4", "fc3"]
+
+
+def test_dropout_children_and_positional_sequential_names():
+    model = small_model(dropout=0.5)
+    assert list(model.children())[8:12] == ["act3", "drop1", "fc2", "act4"]
+    seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert [n for n, _ in seq.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert seq[0] is seq["0"]
+
+
+def test_named_parameters_are_the_live_arrays():
+    model = small_model()
+    params = dict(model.named_parameters())
+    params["fc3.bias"] += 1.0  # what an optimizer does
+    assert np.all(model.fc3.params["bias"] == 1.0)
+
+
+def test_state_dict_round_trip_is_bit_identical():
+    source, target = small_model(seed=1), small_model(seed=2)
+    state = source.state_dict()
+    assert not np.array_equal(state["conv1.weight"], target.state_dict()["conv1.weight"])
+    target.load_state_dict(state)
+    for (name, a), (_, b) in zip(source.named_parameters(), target.named_parameters()):
+        assert a.tobytes() == b.tobytes(), name
+    x = np.random.default_rng(3).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    assert np.array_equal(source.eval()(x), target.eval()(x))
+
+
+def test_state_dict_holds_copies():
+    model = small_model()
+    state = model.state_dict()
+    state["conv1.bias"][:] = 5.0
+    assert np.all(model.conv1.params["bias"] == 0.0)
+
+
+def test_load_keeps_the_parameter_arrays_in_place():
+    model = small_model(seed=1)
+    weight = model.conv1.params["weight"]
+    model.load_state_dict(small_model(seed=2).state_dict())
+    assert model.conv1.params["weight"] is weight
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda s: s.pop("fc2.bias"), "fc2.bias"),
+    (lambda s: s.__setitem__("fc9.weight", np.zeros(3, np.float32)), "fc9.weight"),
+    (lambda s: s.__setitem__("conv2.weight", np.zeros((16, 6, 3, 3), np.float32)), "conv2.weight"),
+])
+def test_load_rejects_missing_extra_and_misshaped_tensors_by_name(change, named):
+    model = small_model(seed=1)
+    before = model.state_dict()
+    state = small_model(seed=2).state_dict()
+    change(state)
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        model.load_state_dict(state)
+    for name, value in model.named_parameters():  # nothing half-loaded
+        assert np.array_equal(value, before[name]), name
+
+
+def test_non_strict_load_reports_and_skips_unknown_keys():
+    model = small_model(seed=1)
+    state = small_model(seed=2).state_dict()
+    del state["fc3.weight"]
+    state["extra"] = np.ones(2)
+    result = model.load_state_dict(state, strict=False)
+    assert result.missing_keys == ["fc3.weight"] and result.unexpected_keys == ["extra"]
+    assert np.array_equal(model.conv1.params["weight"], state["conv1.weight"])
+    with pytest.raises(ValueError, match="conv1.weight"):  # shapes are checked even then
+        model.load_state_dict({"conv1.weight": np.zeros((1, 1))}, strict=False)
+
+
+def test_train_eval_toggle_reaches_every_layer_and_controls_dropout():
+    model = small_model(dropout=0.5)
+    assert model.eval() is model
+    assert not any(m.training for m in model.children().values())
+    x = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
+    assert np.array_equal(model(x), model(x))  # eval: deterministic
+    model.train()
+    assert all(m.training for m in model.children().values())
+    assert not np.array_equal(model(x), model(x))  # fresh dropout masks
+
+
+def test_zero_grad_and_backward_fill_every_gradient():
+    model = small_model()
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    _, dlogits = nn.SoftmaxCrossEntropy()(model(x), np.array([0, 1, 2]))
+    model.backward(dlogits)
+    grads = dict(model.named_gradients())
+    for name, param in model.named_parameters():
+        assert grads[name].shape == param.shape and grads[name].dtype == param.dtype
+        assert np.any(grads[name] != 0), name
+    model.zero_grad()
+    assert all(np.all(g == 0) for _, g in model.named_gradients())
+
+
+def test_same_seed_same_weights_and_init_scale():
+    a, b = small_model(seed=7), small_model(seed=7)
+    assert all(np.array_equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    w = small_model(seed=7).fc1.params["weight"]
+    assert abs(w.std() - np.sqrt(2 / 400)) < 0.1 * np.sqrt(2 / 400)  # he_normal, fan_in 400
+    assert np.all(small_model(seed=7).fc1.params["bias"] == 0)
+
+
+def test_save_load_round_trip(tmp_path):
+    config = {"activation": "tanh", "pool": "avg", "channels": (4, 8), "hidden": (32, 16),
+              "init": "glorot_uniform", "dtype": np.float64}
+    model = small_model(seed=5, **config)
+    path = tmp_path / "model.npz"
+    save_model(model, config, path)
+    assert json.loads(config_path(path).read_text())["dtype"] == "float64"
+    with np.load(path, allow_pickle=False) as archive:  # plain arrays, no pickle needed
+        assert sorted(archive.files) == sorted(n for n, _ in model.named_parameters())
+    loaded, loaded_config = load_model(path)
+    assert loaded_config["channels"] == [4, 8]
+    assert isinstance(loaded.act1, nn.Tanh) and isinstance(loaded.pool1, nn.AvgPool2d)
+    for (name, a), (_, b) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert a.dtype == b.dtype == np.float64 and a.tobytes() == b.tobytes(), name
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28))
+    assert np.array_equal(model(x), loaded(x))
+    assert list(tmp_path.iterdir()) and not list(tmp_path.glob(".*tmp"))  # no temp files left
+
+
+def test_load_model_rejects_weights_of_another_architecture(tmp_path):
+    path = tmp_path / "model.npz"
+    save_model(small_model(), {}, path)
+    config_path(path).write_text(json.dumps({"hidden": [64, 32]}))
+    with pytest.raises(ValueError, match="fc1.weight"):
+        load_model(path)
+    with pytest.raises(ValueError, match="learning_rate"):
+        save_model(small_model(), {"learning_rate": 0.1}, path)
