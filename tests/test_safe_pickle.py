@@ -151,6 +151,7 @@ def test_refuses_persistent_ids():
 
 
 def test_allows_exactly_numpy_array_reconstruction():
-    assert set(ALLOWED_GLOBALS) == {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    assert set(ALLOWED_GLOBALS) == {("numpy.core.multiarray", "_reconstruct"),
+                                    ("numpy._core.multiarray", "_reconstruct"),
                                     ("numpy", "ndarray"), ("numpy", "dtype")}
     assert ALLOWED_GLOBALS[("numpy", "ndarray")] is np.ndarray and ALLOWED_GLOBALS[("numpy", "dtype")] is np.dtype
