@@ -76,7 +76,7 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, max_shift: float = 0.0,
         field = rng.random((2 * n, height, width), dtype=x.dtype)
         field -= 0.5  # uniform in [-1, 1] once doubled: the 2 goes into alpha below
         displacement = elastic_displacement(field, 2.0 * elastic_alpha, elastic_sigma)
-        positions += displacement.reshape(2, n, height, width).transpose(1, 0, 2, 3)
+        positions += displacement.reshape(2, n, height, width)
     return sample_bilinear(x, positions, fill)
 
 
@@ -90,8 +90,8 @@ def affine_positions(size: tuple[int, int], rotation: np.ndarray, scale: np.ndar
         scale: (N,) positive factors.
         shift: (N, 2) content displacement (dy, dx) in pixels.
     Returns:
-        (N, 2, H, W) of ``dtype``: ``[:, 0]`` the input row and ``[:, 1]`` the input column
-        sampled by each output pixel, ``c + R(-angle) (q - c - shift) / scale``.
+        (2, N, H, W) of ``dtype``: ``[0]`` the input row and ``[1]`` the input column read
+        by each output pixel, ``c + R(-angle) (q - c - shift) / scale``.
     """
     height, width = size
     center = np.array([(height - 1) / 2.0, (width - 1) / 2.0])
@@ -100,11 +100,11 @@ def affine_positions(size: tuple[int, int], rotation: np.ndarray, scale: np.ndar
     # R(-angle) / scale in (row, col) coordinates, rows pointing down: (N, 2, 2).
     linear = np.stack([np.stack([cos, sin], axis=-1), np.stack([-sin, cos], axis=-1)], axis=1)
     offset = center[:, None] - linear @ (center + np.asarray(shift, dtype=np.float64))[:, :, None]
-    # One (2, 3) @ (3, H*W) product per image maps homogeneous output pixels (row, col, 1).
-    transform = np.concatenate([linear, offset], axis=2).astype(dtype)  # (N, 2, 3)
+    # Per output coordinate k: (N, 3) @ (3, H*W) maps homogeneous pixels (row, col, 1).
+    transform = np.concatenate([linear, offset], axis=2).transpose(1, 0, 2).astype(dtype)
     out_rows, out_cols = np.divmod(np.arange(height * width), width)
     grid = np.stack([out_rows, out_cols, np.ones(height * width)]).astype(dtype)
-    return (transform @ grid).reshape(len(angle), 2, height, width)
+    return (transform @ grid).reshape(2, len(angle), height, width)
 
 
 def gaussian_matrix(size: int, sigma: float, dtype=np.float32) -> np.ndarray:
@@ -144,13 +144,13 @@ def sample_bilinear(x: np.ndarray, positions: np.ndarray, fill: float = 0.0) -> 
     The four neighbours of every position are gathered for the whole batch with flat
     indices into a copy of ``x`` framed by ``fill`` (one pixel before, two after). Clipping
     positions to the frame keeps every index valid and makes far-off positions read pure
-    ``fill``. Allocations are few and the arithmetic in place: on small images the cost is
-    memory traffic, not flops.
+    ``fill``. On small images the cost is memory traffic and fresh pages, not flops, hence
+    few allocations, in-place arithmetic and reused buffers.
 
     Args:
         x: (N, C, H, W) images.
-        positions: (N, 2, H, W) input (row, column) read by each output pixel; row 0 /
-            column 0 is the first pixel. Not modified.
+        positions: (2, N, H, W) input row ``[0]`` and column ``[1]`` read by each output
+            pixel; row 0 / column 0 is the first pixel. Not modified.
         fill: finite value outside the image.
     Returns:
         (N, C, H, W) new array of ``x.dtype``.
@@ -159,35 +159,42 @@ def sample_bilinear(x: np.ndarray, positions: np.ndarray, fill: float = 0.0) -> 
     if not math.isfinite(fill):
         raise ValueError(f"fill must be finite, got {fill!r}")
     n, channels, height, width = x.shape
-    if positions.shape != (n, 2, height, width):
-        raise ValueError(f"positions must have shape {(n, 2, height, width)}, got {positions.shape}")
+    if positions.shape != (2, n, height, width):
+        raise ValueError(f"positions must have shape {(2, n, height, width)}, got {positions.shape}")
     framed_h, framed_w = height + 3, width + 3
     framed = np.full((n, channels, framed_h, framed_w), fill, dtype=x.dtype)
     framed[:, :, 1:height + 1, 1:width + 1] = x
 
-    limits = np.array([height, width], dtype=x.dtype)[None, :, None, None]
+    limits = np.array([height, width], dtype=x.dtype)[:, None, None, None]
     weights = np.clip(positions, -1, limits).astype(x.dtype, copy=False)  # a new array
     corner = np.floor(weights)
-    weights -= corner  # now the fractional parts: (N, 2, H, W)
+    weights -= corner  # now the fractional parts
+    row_weight, col_weight = weights[0][:, None], weights[1][:, None]  # (N, 1, H, W)
     # Flat offset of the top-left neighbour inside its image's frame, minus (framed_w + 1)
     # for the frame (added back below): small integers, exact in floating point.
-    corner[:, 0] *= framed_w
-    corner[:, 0] += corner[:, 1]
-    index = corner[:, 0].astype(np.intp)
+    corner[0] *= framed_w
+    corner[0] += corner[1]
+    index = corner[0].astype(np.intp)
     index += (np.arange(n) * (channels * framed_h * framed_w) + framed_w + 1)[:, None, None]
-    index = index[:, None] + (np.arange(channels) * (framed_h * framed_w))[None, :, None, None]
-    row_weight, col_weight = weights[:, 0:1], weights[:, 1:2]  # (N, 1, H, W)
+    index = index[:, None]  # (N, 1, H, W)
+    if channels == 1:
+        step, bottom = corner[0][:, None], corner[1][:, None]  # the corners are spent: reuse
+    else:
+        index = index + (np.arange(channels) * (framed_h * framed_w))[None, :, None, None]
+        step, bottom = np.empty(index.shape, x.dtype), np.empty(index.shape, x.dtype)
+    top = np.empty(index.shape, x.dtype)  # the result: an array of its own
 
-    # Lerp form, in place: a zero weight returns the neighbour exactly (integer shifts
-    # are exact). ``flat[k:]`` reads the neighbour k elements on without index arithmetic.
+    # ``flat[k:]`` reads the neighbour k elements on without index arithmetic; mode="wrap"
+    # writes straight into ``out`` (indices are valid anyway). Lerp form, in place: a zero
+    # weight returns the neighbour exactly, so integer shifts are exact.
     flat = framed.reshape(-1)
-    top = np.take(flat, index)
-    step = np.take(flat[1:], index)
+    np.take(flat, index, out=top, mode="wrap")
+    np.take(flat[1:], index, out=step, mode="wrap")
     step -= top
     step *= col_weight
     top += step  # top row
-    bottom = np.take(flat[framed_w:], index)
-    np.take(flat[framed_w + 1:], index, out=step)
+    np.take(flat[framed_w:], index, out=bottom, mode="wrap")
+    np.take(flat[framed_w + 1:], index, out=step, mode="wrap")
     step -= bottom
     step *= col_weight
     bottom += step  # bottom row

@@ -37,6 +37,64 @@ def window(offset_h: int, offset_w: int, stride: tuple[int, int], out_hw: tuple[
             slice(offset_w, offset_w + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
 
 
+class RowsBuffer:
+    """Stride-1 convolution input laid out so every kernel offset is ONE long contiguous run.
+
+    Each image's padded ``(Hp, Wp)`` plane is flattened (plus a tail of ``kw - 1`` zeros).
+    Output pixel ``(ho, wo)`` at kernel offset ``(i, j)`` reads flat index
+    ``(ho + i) * Wp + (wo + j) = ho * Wp + wo + (i * Wp + j)``: so if outputs are computed on
+    a "wide" grid of ``Ho x Wp`` positions (the ``Wp - Wo`` extra columns per row are junk,
+    discarded later), offset ``(i, j)`` gathers the run ``flat[i*Wp + j : i*Wp + j + Ho*Wp]``.
+    Copying ``C*N`` runs of ``Ho*Wp`` values instead of ``C*N*Ho`` rows of ``Wo`` values makes
+    im2col/col2im 3-4x faster (NumPy's per-row overhead dominates short rows), at the price of
+    ``Wp / Wo`` more columns in the matrix products (1.14x for LeNet's conv1, 1.4x for conv2).
+
+    The zero border and tail are written when the buffer is allocated; each call rewrites only
+    the interior. The buffer is private to its layer.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: np.ndarray | None = None
+
+    @staticmethod
+    def plane(flat: np.ndarray, padded_hw: tuple[int, int]) -> np.ndarray:
+        """The ``(C, N, Hp, Wp)`` image view of a ``(C, N, Hp*Wp + tail)`` flat buffer."""
+        c, n = flat.shape[:2]
+        return flat[:, :, :padded_hw[0] * padded_hw[1]].reshape(c, n, *padded_hw)
+
+    def fill(self, x: np.ndarray, padding: tuple[int, int], kernel_w: int, dtype) -> np.ndarray:
+        """Copy channel-major ``x (C, N, H, W)`` into the buffer; returns ``(C, N, Hp*Wp + kw-1)``."""
+        (ph, pw), (c, n, h, w) = padding, x.shape
+        hp, wp = h + 2 * ph, w + 2 * pw
+        shape = (c, n, hp * wp + kernel_w - 1)
+        if self._buffer is None or self._buffer.shape != shape or self._buffer.dtype != dtype:
+            self._buffer = np.zeros(shape, dtype=dtype)
+        self.plane(self._buffer, (hp, wp))[:, :, ph:ph + h, pw:pw + w] = x
+        return self._buffer
+
+
+def im2col_rows(flat: np.ndarray, kernel: tuple[int, int], padded_w: int, out_h: int,
+                out: np.ndarray) -> np.ndarray:
+    """Stride-1 im2col on a ``RowsBuffer``: fills ``out (C, kh, kw, N, out_h*padded_w)``."""
+    run = out_h * padded_w
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            start = i * padded_w + j
+            out[:, i, j] = flat[:, :, start:start + run]
+    return out
+
+
+def col2im_rows(dcols: np.ndarray, dflat: np.ndarray, padded_w: int) -> np.ndarray:
+    """Adjoint of ``im2col_rows``: accumulate ``dcols (C, kh, kw, N, run)`` into the zeroed
+    flat buffer ``dflat (C, N, Hp*Wp + kw-1)``. Junk columns of ``dcols`` must be zero."""
+    _, kh, kw, _, run = dcols.shape
+    for i in range(kh):
+        for j in range(kw):
+            start = i * padded_w + j
+            dflat[:, :, start:start + run] += dcols[:, i, j]
+    return dflat
+
+
 class PaddedBuffer:
     """A reusable ``(C, N, H + 2ph, W + 2pw)`` array whose border holds ``fill``.
 

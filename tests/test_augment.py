@@ -190,7 +190,7 @@ def sample_bilinear_loops(x, positions, fill):
     for k in range(n):
         for i in range(height):
             for j in range(width):
-                r, c = positions[k, 0, i, j], positions[k, 1, i, j]
+                r, c = positions[0, k, i, j], positions[1, k, i, j]
                 r0, c0 = math.floor(r), math.floor(c)
                 wr, wc = r - r0, c - c0
                 for ch in range(channels):
@@ -204,9 +204,9 @@ def sample_bilinear_loops(x, positions, fill):
 def test_sample_bilinear_matches_loop_reference():
     rng = np.random.default_rng(4)
     x = rng.random((3, 2, 5, 7))
-    positions = np.stack([rng.uniform(-3, 8, (3, 5, 7)), rng.uniform(-3, 10, (3, 5, 7))], axis=1)
-    positions[0, :, 0, 0] = [4.0, 6.0]  # exactly the last pixel
-    positions[0, :, 0, 1] = [-0.5, 6.5]  # half outside on both axes
+    positions = np.stack([rng.uniform(-3, 8, (3, 5, 7)), rng.uniform(-3, 10, (3, 5, 7))])
+    positions[:, 0, 0, 0] = [4.0, 6.0]  # exactly the last pixel
+    positions[:, 0, 0, 1] = [-0.5, 6.5]  # half outside on both axes
     expected = sample_bilinear_loops(x, positions, fill=-2.0)
     np.testing.assert_allclose(sample_bilinear(x, positions, fill=-2.0), expected, rtol=1e-12, atol=1e-12)
     assert expected[0, 0, 0, 0] == x[0, 0, 4, 6]
@@ -249,7 +249,7 @@ def test_elastic_alone_matches_its_definition():
     out = augment(x, np.random.default_rng(9), elastic_alpha=8.0, elastic_sigma=3.0)
     twin = np.random.default_rng(9)
     field = 2 * twin.random((2 * 3, 28, 28), dtype=np.float32) - 1  # (dy..., dx...) per image
-    displacement = elastic_displacement(field, 8.0, 3.0).reshape(2, 3, 28, 28).transpose(1, 0, 2, 3)
+    displacement = elastic_displacement(field, 8.0, 3.0).reshape(2, 3, 28, 28)
     identity = affine_positions((28, 28), np.zeros(3), np.ones(3), np.zeros((3, 2)))
     expected = sample_bilinear(x, identity + displacement)
     np.testing.assert_allclose(out, expected, atol=1e-5)
