@@ -1,5 +1,6 @@
 """A small convolutional-network library in NumPy: layers, loss, initializers, LeNet-5."""
 
+from nn.augment import augment
 from nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from nn.conv import Conv2d
 from nn.dropout import Dropout
@@ -8,11 +9,14 @@ from nn.lenet import lenet5
 from nn.linear import Flatten, Linear
 from nn.loss import SoftmaxCrossEntropy, log_softmax, softmax
 from nn.module import Module, Sequential
+from nn.optim import SGD, Adam, AdamW, make_optimizer
 from nn.pool import AvgPool2d, MaxPool2d
+from nn.schedules import learning_rate
 from nn.serialization import load_model, save_model
 
 __all__ = [
     "AvgPool2d", "Conv2d", "Dropout", "Flatten", "LeakyReLU", "Linear", "MaxPool2d", "Module",
     "ReLU", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "initialize", "lenet5",
     "load_model", "log_softmax", "save_model", "softmax",
+    "SGD", "Adam", "AdamW", "make_optimizer", "learning_rate", "augment",
 ]

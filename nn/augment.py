@@ -64,6 +64,7 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, max_shift: float = 0.0,
         raise ValueError(f"max_scale must be < 1 (scale factors stay positive), got {max_scale!r}")
     if elastic_alpha and not elastic_sigma > 0:
         raise ValueError(f"elastic_sigma must be > 0, got {elastic_sigma!r}")
+    _check_fill(fill)
     if not (max_shift or max_rotation or max_scale or elastic_alpha):
         return x
 
@@ -75,9 +76,9 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, max_shift: float = 0.0,
     if elastic_alpha:
         field = rng.random((2 * n, height, width), dtype=x.dtype)
         field -= 0.5  # uniform in [-1, 1] once doubled: the 2 goes into alpha below
-        displacement = elastic_displacement(field, 2.0 * elastic_alpha, elastic_sigma)
+        displacement = elastic_displacement(field, 2.0 * elastic_alpha, elastic_sigma, out=field)
         positions += displacement.reshape(2, n, height, width)
-    return sample_bilinear(x, positions, fill)
+    return _sample_bilinear_into(x, positions, fill)  # ``positions`` is ours to overwrite
 
 
 def affine_positions(size: tuple[int, int], rotation: np.ndarray, scale: np.ndarray,
@@ -123,11 +124,13 @@ def gaussian_matrix(size: int, sigma: float, dtype=np.float32) -> np.ndarray:
     return matrix.astype(dtype)
 
 
-def elastic_displacement(field: np.ndarray, alpha: float, sigma: float) -> np.ndarray:
+def elastic_displacement(field: np.ndarray, alpha: float, sigma: float,
+                         out: np.ndarray | None = None) -> np.ndarray:
     """Smooth random fields into elastic displacements (Simard et al., 2003).
 
     Args:
         field: (..., H, W) raw random values.
+        out: optional array for the result; may be ``field`` itself.
     Returns:
         (..., H, W) ``alpha * G_H @ field @ G_W.T``: the Gaussian blur done as two batched
         matrix products (separable, no scipy).
@@ -135,17 +138,11 @@ def elastic_displacement(field: np.ndarray, alpha: float, sigma: float) -> np.nd
     height, width = field.shape[-2:]
     rows_blur = alpha * gaussian_matrix(height, sigma, field.dtype)
     cols_blur = gaussian_matrix(width, sigma, field.dtype)
-    return rows_blur @ field @ cols_blur.T
+    return np.matmul(rows_blur @ field, cols_blur.T, out=out)
 
 
 def sample_bilinear(x: np.ndarray, positions: np.ndarray, fill: float = 0.0) -> np.ndarray:
     """Read each image at fractional positions, bilinearly; positions outside read ``fill``.
-
-    The four neighbours of every position are gathered for the whole batch with flat
-    indices into a copy of ``x`` framed by ``fill`` (one pixel before, two after). Clipping
-    positions to the frame keeps every index valid and makes far-off positions read pure
-    ``fill``. On small images the cost is memory traffic and fresh pages, not flops, hence
-    few allocations, in-place arithmetic and reused buffers.
 
     Args:
         x: (N, C, H, W) images.
@@ -156,37 +153,50 @@ def sample_bilinear(x: np.ndarray, positions: np.ndarray, fill: float = 0.0) -> 
         (N, C, H, W) new array of ``x.dtype``.
     """
     _check_images(x)
-    if not math.isfinite(fill):
-        raise ValueError(f"fill must be finite, got {fill!r}")
-    n, channels, height, width = x.shape
+    _check_fill(fill)
+    n, _, height, width = x.shape
     if positions.shape != (2, n, height, width):
         raise ValueError(f"positions must have shape {(2, n, height, width)}, got {positions.shape}")
+    return _sample_bilinear_into(x, positions.astype(x.dtype), fill)
+
+
+def _sample_bilinear_into(x: np.ndarray, positions: np.ndarray, fill: float) -> np.ndarray:
+    """:func:`sample_bilinear`, overwriting ``positions`` ((2, N, H, W) of ``x.dtype``).
+
+    The four neighbours of every position are gathered for the whole batch with flat
+    indices into a copy of ``x`` framed by ``fill`` (one pixel before, two after). Clipping
+    positions to the frame keeps every index valid and makes far-off positions read pure
+    ``fill``. On small images the cost is memory traffic and fresh pages, not flops: hence
+    in-place arithmetic and few, reused buffers.
+    """
+    n, channels, height, width = x.shape
     framed_h, framed_w = height + 3, width + 3
     framed = np.full((n, channels, framed_h, framed_w), fill, dtype=x.dtype)
     framed[:, :, 1:height + 1, 1:width + 1] = x
+    top, step, bottom = (np.empty(x.shape, x.dtype) for _ in range(3))
 
     limits = np.array([height, width], dtype=x.dtype)[:, None, None, None]
-    weights = np.clip(positions, -1, limits).astype(x.dtype, copy=False)  # a new array
-    corner = np.floor(weights)
-    weights -= corner  # now the fractional parts
-    row_weight, col_weight = weights[0][:, None], weights[1][:, None]  # (N, 1, H, W)
+    np.clip(positions, -1, limits, out=positions)
+    rows, cols = positions  # (N, H, W) each; they become the fractional parts below
+    row_floor, col_floor = top[:, 0], step[:, 0]  # scratch until the gathers
+    np.floor(rows, out=row_floor)
+    np.floor(cols, out=col_floor)
+    rows -= row_floor
+    cols -= col_floor
     # Flat offset of the top-left neighbour inside its image's frame, minus (framed_w + 1)
     # for the frame (added back below): small integers, exact in floating point.
-    corner[0] *= framed_w
-    corner[0] += corner[1]
-    index = corner[0].astype(np.intp)
+    row_floor *= framed_w
+    row_floor += col_floor
+    index = row_floor.astype(np.intp)
     index += (np.arange(n) * (channels * framed_h * framed_w) + framed_w + 1)[:, None, None]
     index = index[:, None]  # (N, 1, H, W)
-    if channels == 1:
-        step, bottom = corner[0][:, None], corner[1][:, None]  # the corners are spent: reuse
-    else:
+    if channels > 1:
         index = index + (np.arange(channels) * (framed_h * framed_w))[None, :, None, None]
-        step, bottom = np.empty(index.shape, x.dtype), np.empty(index.shape, x.dtype)
-    top = np.empty(index.shape, x.dtype)  # the result: an array of its own
+    row_weight, col_weight = rows[:, None], cols[:, None]  # (N, 1, H, W)
 
     # ``flat[k:]`` reads the neighbour k elements on without index arithmetic; mode="wrap"
-    # writes straight into ``out`` (indices are valid anyway). Lerp form, in place: a zero
-    # weight returns the neighbour exactly, so integer shifts are exact.
+    # writes straight into ``out`` (the indices are all valid anyway). Lerp form, in place:
+    # a zero weight returns the neighbour exactly, so integer shifts are exact.
     flat = framed.reshape(-1)
     np.take(flat, index, out=top, mode="wrap")
     np.take(flat[1:], index, out=step, mode="wrap")
@@ -202,6 +212,11 @@ def sample_bilinear(x: np.ndarray, positions: np.ndarray, fill: float = 0.0) -> 
     bottom *= row_weight
     top += bottom
     return top
+
+
+def _check_fill(fill: float) -> None:
+    if not math.isfinite(fill):
+        raise ValueError(f"fill must be finite, got {fill!r}")
 
 
 def _check_images(x: np.ndarray) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nn.im2col import PaddedBuffer, col2im, im2col, output_size, pair
+from nn.im2col import PaddedBuffer, RowsBuffer, col2im, col2im_rows, im2col, im2col_rows, output_size, pair
 from nn.init import initialize
 from nn.module import Module
 
@@ -58,20 +58,21 @@ class Conv2d(Module):
         self._add_param("weight", initialize(shape, init, rng, dtype=self.dtype))
         if bias:
             self._add_param("bias", np.zeros(self.out_channels, dtype=self.dtype))
-        self._padded = PaddedBuffer(0.0)
-        self._cols: np.ndarray | None = None
-        self._dcols: np.ndarray | None = None
+        self._padded = PaddedBuffer(0.0)  # stride > 1 path
+        self._rows = RowsBuffer()          # stride 1 path
         self._cache = None
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}")
 
-    def _buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        buffer = getattr(self, name)
+    def _buffer(self, name: str, shape: tuple[int, ...], fill_zeros: bool = False) -> np.ndarray:
+        """A private array reused while ``shape`` repeats (allocating and first-touching
+        megabytes per batch costs as much as filling them)."""
+        buffer = self.__dict__.get(name)
         if buffer is None or buffer.shape != shape or buffer.dtype != self.dtype:
-            buffer = np.empty(shape, dtype=self.dtype)
-            setattr(self, name, buffer)
+            buffer = (np.zeros if fill_zeros else np.empty)(shape, dtype=self.dtype)
+            self.__dict__[name] = buffer
         return buffer
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -82,30 +83,54 @@ class Conv2d(Module):
         out_hw = (output_size(h, kh, stride[0], ph), output_size(w, kw, stride[1], pw))
         if min(out_hw) < 1:
             raise ValueError(f"input {h}x{w} too small for kernel {kh}x{kw} with padding {ph},{pw}")
-        xp = self._padded.pad(x.transpose(1, 0, 2, 3), self.padding, self.dtype)
-        cols = im2col(xp, self.kernel_size, stride, out_hw,
-                      out=self._buffer("_cols", (c, kh, kw, n, *out_hw)))
-        cols2d = cols.reshape(c * kh * kw, -1)
-        weight2d = self.params["weight"].reshape(self.out_channels, -1)
-        out = weight2d @ cols2d                     # (C_out, N*Ho*Wo): channel-major already
+        xc = x.transpose(1, 0, 2, 3)
+        if stride == (1, 1):
+            # Outputs on the wide Ho x Wp grid (see RowsBuffer); junk columns dropped by a view.
+            padded_hw = (h + 2 * ph, w + 2 * pw)
+            rows = self._rows.fill(xc, self.padding, kw, self.dtype)
+            run = out_hw[0] * padded_hw[1]
+            cols = im2col_rows(rows, self.kernel_size, padded_hw[1], out_hw[0],
+                               out=self._buffer("_cols", (c, kh, kw, n, run)))
+            grid = (out_hw[0], padded_hw[1])
+        else:
+            xp = self._padded.pad(xc, self.padding, self.dtype)
+            padded_hw = xp.shape[2:]
+            cols = im2col(xp, self.kernel_size, stride, out_hw,
+                          out=self._buffer("_cols", (c, kh, kw, n, *out_hw)))
+            grid = out_hw
+        out = self.params["weight"].reshape(self.out_channels, -1) @ cols.reshape(c * kh * kw, -1)
         if "bias" in self.params:
             out += self.params["bias"][:, None]
-        self._cache = (x.shape, xp.shape, cols)
-        return out.reshape(self.out_channels, n, *out_hw).transpose(1, 0, 2, 3)
+        self._cache = ((n, c, h, w), padded_hw, out_hw, grid, cols)
+        # (C_out, N*grid) is channel-major already: hand it out as an NCHW view.
+        out = out.reshape(self.out_channels, n, *grid)[:, :, :, :out_hw[1]]
+        return out.transpose(1, 0, 2, 3)
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        (n, c, h, w), padded_shape, cols = self._cache
+        (n, c, h, w), padded_hw, out_hw, grid, cols = self._cache
         ph, pw = self.padding
-        # Free reshape when dout is channel-major in memory (it is, coming from our layers).
-        dout2d = dout.transpose(1, 0, 2, 3).astype(self.dtype, copy=False).reshape(self.out_channels, -1)
-        cols2d = cols.reshape(cols.shape[0] * cols.shape[1] * cols.shape[2], -1)
+        doutc = dout.transpose(1, 0, 2, 3)
+        if grid != out_hw:
+            # Zero junk columns (never written) make every product below ignore them.
+            dgrid = self._buffer("_dout_grid", (self.out_channels, n, *grid), fill_zeros=True)
+            dgrid[:, :, :, :out_hw[1]] = doutc
+        else:  # free when dout is channel-major in memory (it is, coming from our layers)
+            dgrid = doutc.astype(self.dtype, copy=False)
+        dout2d = dgrid.reshape(self.out_channels, -1)
+        cols2d = cols.reshape(c * self.kernel_size[0] * self.kernel_size[1], -1)
         weight = self.params["weight"]
         self.grads["weight"] = (dout2d @ cols2d.T).reshape(weight.shape)
         if "bias" in self.params:
             self.grads["bias"] = dout2d.sum(axis=1)
+        if not self.input_grad:
+            return None
         dcols = np.matmul(weight.reshape(self.out_channels, -1).T, dout2d,
-                          out=self._buffer("_dcols", cols2d.shape))
-        dxp = col2im(dcols.reshape(cols.shape), np.zeros(padded_shape, dtype=self.dtype), self.stride)
+                          out=self._buffer("_dcols", cols2d.shape)).reshape(cols.shape)
+        if self.stride == (1, 1):
+            dflat = np.zeros((c, n, padded_hw[0] * padded_hw[1] + self.kernel_size[1] - 1), self.dtype)
+            dxp = RowsBuffer.plane(col2im_rows(dcols, dflat, padded_hw[1]), padded_hw)
+        else:
+            dxp = col2im(dcols, np.zeros((c, n, *padded_hw), dtype=self.dtype), self.stride)
         return dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)

@@ -58,13 +58,15 @@ class Linear(Module):
             out += self.params["bias"]
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._x is None:
             raise RuntimeError("Linear.backward called before forward")
         dout = dout.astype(self.dtype, copy=False)
         self.grads["weight"] = dout.T @ self._x
         if "bias" in self.params:
             self.grads["bias"] = dout.sum(axis=0)
+        if not self.input_grad:
+            return None
         return dout @ self.params["weight"]
 
 

@@ -35,7 +35,15 @@ class Module:
     grads : dict[str, np.ndarray]
         Gradients of the loss with respect to ``params``, same keys and shapes. ``backward``
         replaces them with fresh arrays (never accumulates); they start as zeros.
+    input_grad : bool
+        ``True`` (default): ``backward`` returns the gradient with respect to the input.
+        Set it to ``False`` on a layer whose input is data (the first layer): layers with
+        parameters then only fill ``grads`` and return ``None``, skipping work (for LeNet-5's
+        conv1, the whole col2im: ~10% of a training step). Like an input tensor with
+        ``requires_grad=False`` in PyTorch. On a ``Sequential`` it sets its first layer's flag.
     """
+
+    input_grad = True
 
     def __init__(self) -> None:
         self.training = True
@@ -179,6 +187,15 @@ class Sequential(Module):
     def children(self) -> dict[str, Module]:
         return dict(self._layers)
 
+    @property
+    def input_grad(self) -> bool:
+        layers = self.__dict__.get("_layers")
+        return next(iter(layers.values())).input_grad if layers else True
+
+    @input_grad.setter
+    def input_grad(self, value: bool) -> None:
+        next(iter(self._layers.values())).input_grad = bool(value)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         for layer in self._layers.values():
             x = layer.forward(x)
@@ -187,6 +204,8 @@ class Sequential(Module):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         for layer in reversed(self._layers.values()):
             dout = layer.backward(dout)
+            if dout is None:  # a layer with input_grad=False: nothing flows further back
+                return None
         return dout
 
     def __getattr__(self, name: str) -> Module:

@@ -82,27 +82,57 @@ class MaxPool2d(_Pool2d):
         return best.transpose(1, 0, 2, 3)
 
     def _forward_2x2(self, xc: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-        # Two rounds of pairwise maxima over strided views: far faster than reshape+max.
+        # Pairwise maxima of strided views: far faster than reshape(...).max(axis=...).
+        # First the horizontal pairs, then the vertical: that order keeps PyTorch's
+        # first-maximum-in-row-major-order winner (a, b / c, d: a > b > c > d on ties).
+        c, n, h, w = xc.shape
         ho, wo = out_hw
+        if xc.flags.c_contiguous and h == 2 * ho and w == 2 * wo:
+            # Channel-major and even: horizontal pairs never straddle rows, so one 1-D
+            # stride-2 view covers the whole batch (no per-row loop overhead inside NumPy).
+            flat = xc.reshape(-1)
+            left, right = flat[0::2], flat[1::2]
+            rows = np.maximum(left, right).reshape(c * n * ho, 2, wo)
+            top, bottom = rows[:, 0], rows[:, 1]
+            out = np.maximum(top, bottom).reshape(c, n, ho, wo)
+            self._cache = ("2x2 flat", xc.shape, left >= right, top >= bottom)
+            return out.transpose(1, 0, 2, 3)
         a, b = xc[:, :, 0:2 * ho:2, 0:2 * wo:2], xc[:, :, 0:2 * ho:2, 1:2 * wo:2]
-        c, d = xc[:, :, 1:2 * ho:2, 0:2 * wo:2], xc[:, :, 1:2 * ho:2, 1:2 * wo:2]
-        top, bottom = np.maximum(a, b), np.maximum(c, d)
+        cc, d = xc[:, :, 1:2 * ho:2, 0:2 * wo:2], xc[:, :, 1:2 * ho:2, 1:2 * wo:2]
+        top, bottom = np.maximum(a, b), np.maximum(cc, d)
         out = np.maximum(top, bottom)
-        # Which element won, first-wins: a over b, c over d, the top row over the bottom.
-        self._cache = ("2x2", xc.shape, a >= b, c >= d, top >= bottom)
+        self._cache = ("2x2", xc.shape, a >= b, cc >= d, top >= bottom)
         return out.transpose(1, 0, 2, 3)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         if self._cache is None:
             raise RuntimeError("MaxPool2d.backward called before forward")
-        if self._cache[0] == "2x2":
-            return self._backward_2x2(dout.transpose(1, 0, 2, 3))
-        _, in_hw, padded_shape, out_hw, argbest = self._cache
         doutc = dout.transpose(1, 0, 2, 3)
+        if self._cache[0] == "2x2 flat":
+            return self._backward_2x2_flat(doutc)
+        if self._cache[0] == "2x2":
+            return self._backward_2x2(doutc)
+        _, in_hw, padded_shape, out_hw, argbest = self._cache
         dxp = np.zeros(padded_shape, dtype=dout.dtype)
         for k, (i, j) in enumerate(self._offsets()):
             dxp[window(i, j, self.stride, out_hw)] += doutc * (argbest == k)
         return self._crop(dxp, in_hw)
+
+    def _backward_2x2_flat(self, doutc: np.ndarray) -> np.ndarray:
+        # Exactly one of each pair receives the gradient g: the winner gets g * 1 and the
+        # loser g - g * 1 = 0 (or g * 0 and g - 0 = g): exact in floating point.
+        _, in_shape, left_wins, top_wins = self._cache
+        c, n, ho, wo = doutc.shape
+        dtype = doutc.dtype
+        drows = np.empty((c * n * ho, 2, wo), dtype=dtype)
+        dout2d = doutc.reshape(c * n * ho, wo)
+        np.multiply(dout2d, top_wins, out=drows[:, 0])
+        np.subtract(dout2d, drows[:, 0], out=drows[:, 1])
+        drows = drows.reshape(-1)
+        dx = np.empty(2 * drows.size, dtype=dtype)
+        np.multiply(drows, left_wins, out=dx[0::2])
+        np.subtract(drows, dx[0::2], out=dx[1::2])
+        return dx.reshape(in_shape).transpose(1, 0, 2, 3)
 
     def _backward_2x2(self, doutc: np.ndarray) -> np.ndarray:
         _, in_shape, a_wins, c_wins, top_wins = self._cache

@@ -7,6 +7,7 @@ row per test image, the input of DVC's ``confusion`` plot template).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from stages.common.errors import StageError
 from stages.common.params import Int, load_stage_params
 
 MODEL = Path("models/model.npz")
+PREPROCESSING = Path("models/preprocessing.json")
 TEST = Path("data/prepared/test.parquet")
 METRICS = Path("metrics/eval.json")
 CONFUSION = Path("metrics/confusion.csv")
@@ -51,9 +53,9 @@ def main() -> None:
     params = load_stage_params("evaluate", SPEC)
     if not MODEL.exists():
         raise StageError(f"{MODEL}: no trained model (run the train stage first)")
-    model, config = nn.load_model(MODEL)
+    model, _ = nn.load_model(MODEL)
+    expected = json.loads(PREPROCESSING.read_text())
     test = read_split(TEST)
-    expected = config["preprocessing"]
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
         raise StageError(f"{TEST}: normalized with mean/std {test.metadata['mean']}/{test.metadata['std']}, "
                          f"but {MODEL} was trained with {expected['mean']}/{expected['std']}")

@@ -1,7 +1,8 @@
 """Stage train: fit LeNet-5 on the training split, choosing the epoch on validation.
 
 Reads data/prepared/{train,val}.parquet and the ``train`` params; writes
-models/model.npz + models/model.json, metrics/train.json and metrics/history.csv.
+models/model.npz + models/model.json (weights and architecture), models/preprocessing.json
+(the mean and std inputs must be normalized with), metrics/train.json and metrics/history.csv.
 A checkpoint after every epoch (checkpoints/train.npz, outside DVC's outputs) lets an
 interrupted run resume exactly where it stopped.
 """
@@ -94,7 +95,8 @@ def write_outputs(trainer: Trainer, state, config: dict, preprocessing: dict) ->
     best = state.history[trainer.early_stopping.best_epoch - 1]
     staging = Path(tempfile.mkdtemp(dir=".", prefix=".models-"))
     try:
-        nn.save_model(trainer.model, {**config, "preprocessing": preprocessing}, staging / "model.npz")
+        nn.save_model(trainer.model, config, staging / "model.npz")
+        write_json(staging / "preprocessing.json", preprocessing)
         if MODELS.exists():
             shutil.rmtree(MODELS)
         staging.rename(MODELS)
