@@ -16,16 +16,17 @@ class ReLU(Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._positive: np.ndarray | None = None
+        self._out: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._positive = x > 0
-        return np.maximum(x, 0)
+        # Keep the output, not a mask: one pass in forward (and eval), the mask in backward.
+        self._out = np.maximum(x, 0)
+        return self._out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self._positive is None:
+        if self._out is None:
             raise RuntimeError("ReLU.backward called before forward")
-        return np.multiply(dout, self._positive, dtype=dout.dtype)
+        return np.multiply(dout, self._out > 0, dtype=dout.dtype)
 
 
 class LeakyReLU(Module):

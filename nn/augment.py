@@ -147,7 +147,7 @@ def sample_bilinear(x: np.ndarray, positions: np.ndarray, fill: float = 0.0) -> 
     Args:
         x: (N, C, H, W) images.
         positions: (2, N, H, W) input row ``[0]`` and column ``[1]`` read by each output
-            pixel; row 0 / column 0 is the first pixel. Not modified.
+            pixel; row 0 / column 0 is the first pixel. Finite; not modified.
         fill: finite value outside the image.
     Returns:
         (N, C, H, W) new array of ``x.dtype``.
@@ -157,6 +157,8 @@ def sample_bilinear(x: np.ndarray, positions: np.ndarray, fill: float = 0.0) -> 
     n, _, height, width = x.shape
     if positions.shape != (2, n, height, width):
         raise ValueError(f"positions must have shape {(2, n, height, width)}, got {positions.shape}")
+    if not np.isfinite(positions).all():
+        raise ValueError("positions must be finite")
     return _sample_bilinear_into(x, positions.astype(x.dtype), fill)
 
 

@@ -275,3 +275,11 @@ def test_bad_arguments(kw, message):
 def test_bad_images(x):
     with pytest.raises(ValueError, match=r"x must be an \(N, C, H, W\) float32 or float64"):
         augment(x, np.random.default_rng(0), max_shift=1.0)
+
+
+def test_sample_bilinear_checks_positions():
+    x = np.zeros((2, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"positions must have shape \(2, 2, 4, 4\)"):
+        sample_bilinear(x, np.zeros((2, 2, 4, 5)))
+    with pytest.raises(ValueError, match="positions must be finite"):
+        sample_bilinear(x, np.full((2, 2, 4, 4), np.nan))
