@@ -109,6 +109,7 @@ def test_conv2d_outputs_survive_the_next_call():
 # (N, C, H, W, kernel, stride, padding)
 POOL_CASES = [
     (2, 3, 8, 8, 2, None, 0),             # LeNet's 2x2/2 (the fast path)
+    (1, 2, 6, 10, 2, 2, 0),               # 2x2/2, even non-square sizes
     (1, 2, 7, 9, 2, 2, 0),                # 2x2/2 on odd sizes: last row and column dropped
     (2, 2, 7, 7, 3, 2, 1),                # overlapping windows with padding
     (1, 3, 6, 8, (3, 2), (1, 2), (1, 0)),  # non-square kernel, stride and padding
