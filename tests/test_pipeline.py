@@ -126,6 +126,16 @@ def test_changing_lr_reruns_exactly_train_evaluate_plot(repo):
     assert "train.lr" in params_diff and "0.05" in params_diff and "0.02" in params_diff
 
 
+def test_exp_run_with_set_param_is_recorded_by_exp_show(repo):
+    output = sh(repo, "dvc", "exp", "run", "-S", "train.lr=0.03", "-n", "lr003")
+    assert stages_run(output) == {"train", "evaluate", "plot"}
+    table = sh(repo, "dvc", "exp", "show", "--csv")
+    header, *rows = table.strip().splitlines()
+    columns = header.split(",")
+    run = next(dict(zip(columns, r.split(","))) for r in rows if "lr003" in r)
+    assert float(run["train.lr"]) == 0.03 and 0 < float(run["test_accuracy"]) <= 1
+
+
 def test_plots_diff_renders(repo):
     output = sh(repo, "dvc", "plots", "diff", "-o", "plots_html")
     assert (repo / "plots_html" / "index.html").exists(), output
