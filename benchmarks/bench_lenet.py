@@ -22,7 +22,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+def _threads_flag() -> str | None:
+    """``--threads N`` must act before NumPy loads OpenBLAS, so it is read here, early."""
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+if _threads_flag():
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads_flag()
+
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # nn/, stages/ and tests/reference_loops.py
@@ -79,8 +93,10 @@ def load_data(rng: np.random.Generator):
 
 
 def batches(n_images: int, batch: int, steps: int, rng: np.random.Generator):
-    """Index arrays of ``steps`` shuffled batches, as a training epoch draws them."""
-    order = rng.permutation(n_images)
+    """Index arrays of ``steps`` full shuffled batches, as training draws them (a new
+    permutation starts when one runs out, e.g. for the warm-up steps of a full epoch)."""
+    epochs = -(-steps * batch // n_images)
+    order = np.concatenate([rng.permutation(n_images) for _ in range(epochs)])
     return [order[i * batch:(i + 1) * batch] for i in range(steps)]
 
 
@@ -171,6 +187,9 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--naive-images", type=int, default=16,
                         help="images for the naive loop reference, in 2 batches (0 = skip)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads for NumPy and torch.set_num_threads (default: BLAS's "
+                             "own default, all cores); 1 is steadier on a busy machine")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not 0 < args.epochs_fraction <= 1:

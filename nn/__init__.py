@@ -1,7 +1,8 @@
-"""A small convolutional-network library in NumPy: layers, loss, initializers, LeNet-5."""
+"""A small convolutional-network library in NumPy: layers, loss, initializers, LeNet-5,
+optimizers, learning-rate schedules and augmentation."""
 
-from nn.augment import augment
 from nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from nn.augment import augment
 from nn.conv import Conv2d
 from nn.dropout import Dropout
 from nn.init import initialize
@@ -15,8 +16,9 @@ from nn.schedules import learning_rate
 from nn.serialization import load_model, save_model
 
 __all__ = [
-    "AvgPool2d", "Conv2d", "Dropout", "Flatten", "LeakyReLU", "Linear", "MaxPool2d", "Module",
-    "ReLU", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "initialize", "lenet5",
-    "load_model", "log_softmax", "save_model", "softmax",
-    "SGD", "Adam", "AdamW", "make_optimizer", "learning_rate", "augment",
+    "Adam", "AdamW", "AvgPool2d", "Conv2d", "Dropout", "Flatten", "LeakyReLU", "Linear",
+    "MaxPool2d", "Module", "ReLU", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh",
+    "augment", "initialize", "learning_rate", "lenet5", "load_model", "log_softmax", "make_optimizer",
+    "save_model",
+    "softmax",
 ]

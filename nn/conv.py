@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nn.im2col import PaddedBuffer, RowsBuffer, col2im, col2im_rows, im2col, im2col_rows, output_size, pair
+from nn.im2col import (PaddedBuffer, RowsBuffer, col2im, col2im_rows, im2col, im2col_rows, output_size,
+                       pair, reshaped_view)
 from nn.init import initialize
 from nn.module import Module
 
@@ -42,6 +43,11 @@ class Conv2d(Module):
     with the same shapes and are never handed out.
     """
 
+    # Columns are built and multiplied in chunks of the batch of about this many bytes, so
+    # they are still in cache when multiplied. Measured (interleaved runs, 1 BLAS thread):
+    # LeNet-5 training steps ~10% faster at batch 256 than unchunked, equal at batch 64.
+    CHUNK_BYTES = 4 << 20
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  bias: bool = True, *, init: str = "he_uniform",
                  rng: np.random.Generator | None = None, dtype=np.float32) -> None:
@@ -75,62 +81,107 @@ class Conv2d(Module):
             self.__dict__[name] = buffer
         return buffer
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"Conv2d expects (N, {self.in_channels}, H, W), got {x.shape}")
+    def _chunk_images(self, values_per_image: int) -> int:
+        """Images per chunk so one chunk's columns fit in cache (see ``CHUNK_BYTES``)."""
+        return max(1, self.CHUNK_BYTES // (values_per_image * self.dtype.itemsize))
+
+    def _source(self, x: np.ndarray):
+        """The padded channel-major input, the output size, the padded size and the grid
+        outputs are computed on.
+
+        Stride 1 uses the row-run layout of ``RowsBuffer`` (outputs on a wide ``Ho x Wp``
+        grid whose junk columns are dropped by a view); other strides use plain im2col.
+        """
         n, c, h, w = x.shape
         (kh, kw), stride, (ph, pw) = self.kernel_size, self.stride, self.padding
         out_hw = (output_size(h, kh, stride[0], ph), output_size(w, kw, stride[1], pw))
         if min(out_hw) < 1:
             raise ValueError(f"input {h}x{w} too small for kernel {kh}x{kw} with padding {ph},{pw}")
+        padded_hw = (h + 2 * ph, w + 2 * pw)
         xc = x.transpose(1, 0, 2, 3)
         if stride == (1, 1):
-            # Outputs on the wide Ho x Wp grid (see RowsBuffer); junk columns dropped by a view.
-            padded_hw = (h + 2 * ph, w + 2 * pw)
-            rows = self._rows.fill(xc, self.padding, kw, self.dtype)
-            run = out_hw[0] * padded_hw[1]
-            cols = im2col_rows(rows, self.kernel_size, padded_hw[1], out_hw[0],
-                               out=self._buffer("_cols", (c, kh, kw, n, run)))
-            grid = (out_hw[0], padded_hw[1])
+            return self._rows.fill(xc, self.padding, kw, self.dtype), out_hw, padded_hw, (out_hw[0], padded_hw[1])
+        return self._padded.pad(xc, self.padding, self.dtype), out_hw, padded_hw, out_hw
+
+    def _gather(self, src: np.ndarray, cols: np.ndarray, out_hw, padded_hw) -> np.ndarray:
+        """im2col of ``src`` (a batch slice of ``_source``) into ``cols (C, kh, kw, n, *grid)``."""
+        if self.stride == (1, 1):
+            im2col_rows(src, self.kernel_size, padded_hw[1], out_hw[0],
+                        reshaped_view(cols, (*cols.shape[:4], -1)))
         else:
-            xp = self._padded.pad(xc, self.padding, self.dtype)
-            padded_hw = xp.shape[2:]
-            cols = im2col(xp, self.kernel_size, stride, out_hw,
-                          out=self._buffer("_cols", (c, kh, kw, n, *out_hw)))
-            grid = out_hw
-        out = self.params["weight"].reshape(self.out_channels, -1) @ cols.reshape(c * kh * kw, -1)
-        if "bias" in self.params:
-            out += self.params["bias"][:, None]
-        self._cache = ((n, c, h, w), padded_hw, out_hw, grid, cols)
-        # (C_out, N*grid) is channel-major already: hand it out as an NCHW view.
-        out = out.reshape(self.out_channels, n, *grid)[:, :, :, :out_hw[1]]
-        return out.transpose(1, 0, 2, 3)
+            im2col(src, self.kernel_size, self.stride, out_hw, cols)
+        return cols
+
+    def _scatter(self, dcols: np.ndarray, dsrc: np.ndarray, padded_hw) -> None:
+        """col2im: add ``dcols`` onto the zero-initialised ``dsrc`` (shaped like the source)."""
+        if self.stride == (1, 1):
+            col2im_rows(reshaped_view(dcols, (*dcols.shape[:4], -1)), dsrc, padded_hw[1])
+        else:
+            col2im(dcols, dsrc, self.stride)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2d expects (N, {self.in_channels}, H, W), got {x.shape}")
+        n, c = x.shape[:2]
+        kh, kw = self.kernel_size
+        src, out_hw, padded_hw, grid = self._source(x)
+        k = c * kh * kw
+        chunk = self._chunk_images(k * grid[0] * grid[1])
+        # Training keeps every column for backward's dW; eval keeps one chunk's worth (and
+        # backward, should it come, gathers them again from the cached input).
+        keep = self.training or chunk >= n
+        cols = self._buffer("_cols", (c, kh, kw, n if keep else chunk, *grid))
+        weight2d = self.params["weight"].reshape(self.out_channels, -1)
+        bias = self.params["bias"][:, None] if "bias" in self.params else None
+        out = np.empty((self.out_channels, n, *grid), dtype=self.dtype)
+        # Chunks over the batch: each chunk's columns are multiplied while still in cache.
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            chunk_src = src[:, part]
+            chunk_cols = self._gather(chunk_src, cols[:, :, :, part if keep else slice(0, chunk_src.shape[1])],
+                                      out_hw, padded_hw)
+            chunk_out = reshaped_view(out[:, part], (self.out_channels, -1))
+            np.matmul(weight2d, reshaped_view(chunk_cols, (k, -1)), out=chunk_out)
+            if bias is not None:  # on the 2-D view: long inner loops, not rows of Wp
+                chunk_out += bias
+        self._cache = (x.shape, src, out_hw, padded_hw, grid, cols if keep else None)
+        # (C_out, N, grid) is channel-major already: hand it out as an NCHW view.
+        return out[:, :, :, :out_hw[1]].transpose(1, 0, 2, 3)
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        (n, c, h, w), padded_hw, out_hw, grid, cols = self._cache
-        ph, pw = self.padding
+        (n, c, h, w), src, out_hw, padded_hw, grid, cols = self._cache
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        k = c * kh * kw
         doutc = dout.transpose(1, 0, 2, 3)
         if grid != out_hw:
             # Zero junk columns (never written) make every product below ignore them.
             dgrid = self._buffer("_dout_grid", (self.out_channels, n, *grid), fill_zeros=True)
             dgrid[:, :, :, :out_hw[1]] = doutc
         else:  # free when dout is channel-major in memory (it is, coming from our layers)
-            dgrid = doutc.astype(self.dtype, copy=False)
+            dgrid = np.ascontiguousarray(doutc, dtype=self.dtype)
         dout2d = dgrid.reshape(self.out_channels, -1)
-        cols2d = cols.reshape(c * self.kernel_size[0] * self.kernel_size[1], -1)
         weight = self.params["weight"]
-        self.grads["weight"] = (dout2d @ cols2d.T).reshape(weight.shape)
+        if cols is None:  # forward ran in eval mode and kept one chunk only: gather again
+            cols = self._gather(src, np.empty((c, kh, kw, n, *grid), dtype=self.dtype), out_hw, padded_hw)
+        self.grads["weight"] = (dout2d @ cols.reshape(k, -1).T).reshape(weight.shape)
         if "bias" in self.params:
             self.grads["bias"] = dout2d.sum(axis=1)
         if not self.input_grad:
             return None
-        dcols = np.matmul(weight.reshape(self.out_channels, -1).T, dout2d,
-                          out=self._buffer("_dcols", cols2d.shape)).reshape(cols.shape)
+        dsrc = np.zeros(src.shape, dtype=self.dtype)
+        chunk = self._chunk_images(k * grid[0] * grid[1])
+        dcols = self._buffer("_dcols", (c, kh, kw, min(chunk, n), *grid))
+        weight2d_t = weight.reshape(self.out_channels, -1).T
+        # Chunks again: each chunk's column gradients are scattered while still in cache.
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            chunk_dout = dgrid[:, part]
+            chunk_dcols = dcols[:, :, :, :chunk_dout.shape[1]]
+            np.matmul(weight2d_t, reshaped_view(chunk_dout, (self.out_channels, -1)),
+                      out=reshaped_view(chunk_dcols, (k, -1)))
+            self._scatter(chunk_dcols, dsrc[:, part], padded_hw)
         if self.stride == (1, 1):
-            dflat = np.zeros((c, n, padded_hw[0] * padded_hw[1] + self.kernel_size[1] - 1), self.dtype)
-            dxp = RowsBuffer.plane(col2im_rows(dcols, dflat, padded_hw[1]), padded_hw)
-        else:
-            dxp = col2im(dcols, np.zeros((c, n, *padded_hw), dtype=self.dtype), self.stride)
-        return dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
+            dsrc = RowsBuffer.plane(dsrc, padded_hw)
+        return dsrc[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)

@@ -25,6 +25,14 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
+def reshaped_view(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``array.reshape(shape)`` that is guaranteed to be a view (raises instead of copying),
+    for reshapes of buffer slices that are written through."""
+    view = array.view()
+    view.shape = shape  # raises AttributeError if a copy would be needed
+    return view
+
+
 def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """``floor((size + 2*padding - kernel) / stride) + 1``, as in PyTorch (ceil_mode=False)."""
     return (size + 2 * padding - kernel) // stride + 1

@@ -87,7 +87,10 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the state: ``"step"`` (0-d int64) and ``"<buffer>.<param name>"`` arrays."""
+        """Copies of the state: ``"step"`` (0-d int64) and ``"<buffer>.<param name>"`` arrays.
+
+        Hyperparameters (lr, momentum, betas, ...) are not state: they come from the config.
+        """
         state = {_STEP_KEY: np.array(self.steps, dtype=np.int64)}
         for buffer, arrays in self.buffers.items():
             state.update({f"{buffer}.{name}": array.copy() for name, array in arrays.items()})

@@ -8,6 +8,10 @@ from nn.im2col import PaddedBuffer, output_size, pair, window
 from nn.module import Module
 
 
+# A (left, right) pair of floats viewed as one complex number (real, imag).
+_PAIR_DTYPES = {np.dtype(np.float32): np.complex64, np.dtype(np.float64): np.complex128}
+
+
 class _Pool2d(Module):
     """Shared geometry: kernel, stride (defaults to the kernel), padding, output size."""
 
@@ -67,7 +71,7 @@ class MaxPool2d(_Pool2d):
         out_hw = self._geometry(x)
         xc = x.transpose(1, 0, 2, 3)
         if self.kernel_size == (2, 2) and self.stride == (2, 2) and self.padding == (0, 0):
-            return self._forward_2x2(xc, out_hw)
+            return self._forward_2x2(xc, out_hw, masks=self.training)
         xp = PaddedBuffer(-np.inf).pad(xc, self.padding, xc.dtype)
         offsets = self._offsets()
         best = xp[window(*offsets[0], self.stride, out_hw)].copy()
@@ -81,21 +85,27 @@ class MaxPool2d(_Pool2d):
         self._cache = ("general", x.shape[2:], xp.shape, out_hw, argbest)
         return best.transpose(1, 0, 2, 3)
 
-    def _forward_2x2(self, xc: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    def _forward_2x2(self, xc: np.ndarray, out_hw: tuple[int, int], masks: bool) -> np.ndarray:
         # Pairwise maxima of strided views: far faster than reshape(...).max(axis=...).
         # First the horizontal pairs, then the vertical: that order keeps PyTorch's
         # first-maximum-in-row-major-order winner (a, b / c, d: a > b > c > d on ties).
         c, n, h, w = xc.shape
         ho, wo = out_hw
-        if xc.flags.c_contiguous and h == 2 * ho and w == 2 * wo:
-            # Channel-major and even: horizontal pairs never straddle rows, so one 1-D
-            # stride-2 view covers the whole batch (no per-row loop overhead inside NumPy).
-            flat = xc.reshape(-1)
-            left, right = flat[0::2], flat[1::2]
-            rows = np.maximum(left, right).reshape(c * n * ho, 2, wo)
+        if xc.flags.c_contiguous and h == 2 * ho and w == 2 * wo and xc.dtype in _PAIR_DTYPES:
+            # Channel-major and even: horizontal pairs never straddle rows, so the whole
+            # batch is one array of (left, right) pairs; viewing each pair as one complex
+            # number splits them with two fast copies, after which the comparisons run on
+            # contiguous memory (3-5x faster than on stride-2 views).
+            pairs = xc.reshape(-1).view(_PAIR_DTYPES[xc.dtype])
+            left, right = pairs.real.copy(), pairs.imag.copy()
+            left_wins = left >= right if masks else None
+            rows = np.maximum(left, right, out=left).reshape(c * n * ho, 2, wo)
             top, bottom = rows[:, 0], rows[:, 1]
             out = np.maximum(top, bottom).reshape(c, n, ho, wo)
-            self._cache = ("2x2 flat", xc.shape, left >= right, top >= bottom)
+            if masks:
+                self._cache = ("2x2 pairs", xc.shape, left_wins, top >= bottom)
+            else:  # eval: skip the winner masks; a backward would recompute them from xc
+                self._cache = ("2x2 lazy", xc, out_hw)
             return out.transpose(1, 0, 2, 3)
         a, b = xc[:, :, 0:2 * ho:2, 0:2 * wo:2], xc[:, :, 0:2 * ho:2, 1:2 * wo:2]
         cc, d = xc[:, :, 1:2 * ho:2, 0:2 * wo:2], xc[:, :, 1:2 * ho:2, 1:2 * wo:2]
@@ -108,8 +118,10 @@ class MaxPool2d(_Pool2d):
         if self._cache is None:
             raise RuntimeError("MaxPool2d.backward called before forward")
         doutc = dout.transpose(1, 0, 2, 3)
-        if self._cache[0] == "2x2 flat":
-            return self._backward_2x2_flat(doutc)
+        if self._cache[0] == "2x2 lazy":
+            self._forward_2x2(*self._cache[1:], masks=True)
+        if self._cache[0] == "2x2 pairs":
+            return self._backward_2x2_pairs(doutc)
         if self._cache[0] == "2x2":
             return self._backward_2x2(doutc)
         _, in_hw, padded_shape, out_hw, argbest = self._cache
@@ -118,21 +130,24 @@ class MaxPool2d(_Pool2d):
             dxp[window(i, j, self.stride, out_hw)] += doutc * (argbest == k)
         return self._crop(dxp, in_hw)
 
-    def _backward_2x2_flat(self, doutc: np.ndarray) -> np.ndarray:
+    def _backward_2x2_pairs(self, doutc: np.ndarray) -> np.ndarray:
         # Exactly one of each pair receives the gradient g: the winner gets g * 1 and the
         # loser g - g * 1 = 0 (or g * 0 and g - 0 = g): exact in floating point.
         _, in_shape, left_wins, top_wins = self._cache
         c, n, ho, wo = doutc.shape
+        if doutc.dtype not in _PAIR_DTYPES:  # e.g. integer gradients
+            doutc = doutc.astype(np.float64)
         dtype = doutc.dtype
         drows = np.empty((c * n * ho, 2, wo), dtype=dtype)
         dout2d = doutc.reshape(c * n * ho, wo)
         np.multiply(dout2d, top_wins, out=drows[:, 0])
         np.subtract(dout2d, drows[:, 0], out=drows[:, 1])
         drows = drows.reshape(-1)
-        dx = np.empty(2 * drows.size, dtype=dtype)
-        np.multiply(drows, left_wins, out=dx[0::2])
-        np.subtract(drows, dx[0::2], out=dx[1::2])
-        return dx.reshape(in_shape).transpose(1, 0, 2, 3)
+        dx = np.empty(drows.size, dtype=_PAIR_DTYPES[dtype])
+        dleft = np.multiply(drows, left_wins)
+        dx.real = dleft
+        dx.imag = np.subtract(drows, dleft, out=dleft)
+        return dx.view(dtype).reshape(in_shape).transpose(1, 0, 2, 3)
 
     def _backward_2x2(self, doutc: np.ndarray) -> np.ndarray:
         _, in_shape, a_wins, c_wins, top_wins = self._cache

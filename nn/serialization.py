@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,17 @@ def _json_config(config: dict) -> dict:
     return config
 
 
+def write_npz(handle, arrays: dict[str, np.ndarray]) -> None:
+    """Like ``np.savez``, but reproducible byte for byte: ``np.savez`` stamps each entry with
+    the current time, so identical weights would get a new file hash (and DVC would see a
+    change) on every run."""
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, value in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(entry, "w", force_zip64=True) as stream:
+                np.lib.format.write_array(stream, np.asarray(value), allow_pickle=False)
+
+
 def save_model(model: Module, config: dict, path_npz: str | os.PathLike) -> None:
     """Write ``model.state_dict()`` to ``path_npz`` and ``config`` (the ``lenet5`` keyword
     arguments that rebuild ``model``) to ``config_path(path_npz)``, each atomically."""
@@ -64,7 +76,7 @@ def save_model(model: Module, config: dict, path_npz: str | os.PathLike) -> None
         raise ValueError(f"model path must end in .npz, got {path}")
     config = _json_config(config)
     state = model.state_dict()
-    _replace_atomically(path, lambda handle: np.savez(handle, **state))
+    _replace_atomically(path, lambda handle: write_npz(handle, state))
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     _replace_atomically(config_path(path), lambda handle: handle.write(text.encode()))
 

@@ -152,6 +152,8 @@ class Trainer:
             images: (N, 1, H, W) float32. labels: (N,) int.
         """
         self.model.train()
+        # Nothing upstream of the first layer learns: skip its input gradient (a whole col2im).
+        self.model.input_grad = False
         order = self.rng.permutation(len(labels))
         batches = math.ceil(len(labels) / self.batch_size)
         loss_sum, correct, seen = 0.0, 0, 0

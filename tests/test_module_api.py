@@ -158,3 +158,77 @@ def test_load_model_rejects_weights_of_another_architecture(tmp_path):
         load_model(path)
     with pytest.raises(ValueError, match="learning_rate"):
         save_model(small_model(), {"learning_rate": 0.1}, path)
+
+
+def test_input_grad_false_skips_only_the_input_gradient():
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    labels = np.array([1, 2, 3])
+    full, lean = small_model(seed=4), small_model(seed=4)
+    lean.input_grad = False
+    assert lean.conv1.input_grad is False and full.input_grad is True
+    for model in (full, lean):
+        _, dlogits = nn.SoftmaxCrossEntropy()(model(x), labels)
+        result = model.backward(dlogits)
+        assert (result is None) == (model is lean)
+    for (name, a), (_, b) in zip(full.named_gradients(), lean.named_gradients()):
+        assert np.array_equal(a, b), name
+
+
+def test_outputs_and_gradients_never_alias_reused_buffers():
+    # Layers reuse internal buffers between calls of the same shape; what they return must
+    # survive the next call unchanged.
+    rng = np.random.default_rng(0)
+    model = small_model()
+    x1, x2 = (rng.standard_normal((4, 1, 28, 28)).astype(np.float32) for _ in range(2))
+    labels = np.arange(4)
+    outputs = []
+    for x in (x1, x2):
+        activations = [x]
+        for layer in model:
+            activations.append(layer(activations[-1]))
+        _, dlogits = nn.SoftmaxCrossEntropy()(activations[-1], labels)
+        dx = model.backward(dlogits)
+        outputs.append(([a.copy() for a in activations], [a for a in activations], dx.copy(), dx,
+                        {k: (g.copy(), g) for k, g in model.named_gradients()}))
+    saved, live, dx_saved, dx_live, grads = outputs[0]
+    for kept, current in zip(saved, live):
+        assert np.array_equal(kept, current)
+    assert np.array_equal(dx_saved, dx_live)
+    assert all(np.array_equal(copy, g) for copy, g in grads.values())
+
+
+@pytest.mark.parametrize("chunk_bytes, mode", [(1, "train"), (1, "eval"), (None, "eval")])
+def test_chunked_and_eval_mode_passes_give_the_same_numbers(monkeypatch, chunk_bytes, mode):
+    # Conv2d processes the batch in chunks (1 byte -> one image per chunk) and, in eval
+    # mode, keeps only one chunk of columns; results must not depend on either.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 1, 28, 28))
+    labels = np.array([0, 3, 5, 7, 9])
+
+    def run(training):
+        model = small_model(seed=3, dtype=np.float64)
+        model.train(training)
+        logits = model(x)
+        _, dlogits = nn.SoftmaxCrossEntropy()(logits, labels)
+        return logits, model.backward(dlogits), dict(model.named_gradients())
+
+    reference = run(training=True)  # default chunks hold the whole 5-image batch
+    if chunk_bytes is not None:
+        monkeypatch.setattr(nn.Conv2d, "CHUNK_BYTES", chunk_bytes)
+    logits, dx, grads = run(training=mode == "train")
+    np.testing.assert_allclose(logits, reference[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, reference[1], rtol=1e-12, atol=1e-12)
+    for name, g in grads.items():
+        np.testing.assert_allclose(g, reference[2][name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_saved_model_files_are_byte_identical_for_identical_weights(tmp_path):
+    model = nn.lenet5(rng=np.random.default_rng(3))
+    nn.save_model(model, {"activation": "relu"}, tmp_path / "a.npz")
+    import time
+    time.sleep(2.1)  # zip timestamps have a 2-second resolution
+    nn.save_model(model, {"activation": "relu"}, tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded, _ = nn.load_model(tmp_path / "b.npz")
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value)
