@@ -10,6 +10,7 @@ from ruamel.yaml import YAML
 
 from stages.common.errors import StageError
 from stages.common.params import Choice, Float, Int, declared_params, load_stage_params
+from tests.params_file import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -46,16 +47,6 @@ def project(tmp_path):
     return tmp_path
 
 
-def set_param(root: Path, key: str, value) -> None:
-    yaml = YAML()
-    data = yaml.load((root / "params.yaml").read_text())
-    node = data
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node[part]
-    node[last] = value
-    with open(root / "params.yaml", "w") as handle:
-        yaml.dump(data, handle)
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -74,7 +65,7 @@ def set_param(root: Path, key: str, value) -> None:
 def test_bad_train_values_name_the_key_and_what_is_allowed(project, key, value, expected):
     from stages.common.train_spec import TRAIN_SPEC
 
-    set_param(project, key, value)
+    set_params(project, {key: value})
     with pytest.raises(StageError) as error:
         load_stage_params("train", TRAIN_SPEC, root=project)
     message = str(error.value)
@@ -84,7 +75,7 @@ def test_bad_train_values_name_the_key_and_what_is_allowed(project, key, value, 
 def test_a_typo_in_params_yaml_is_refused(project):
     from stages.common.train_spec import TRAIN_SPEC
 
-    set_param(project, "train.lrr", 0.1)
+    set_params(project, {"train.lrr": 0.1})
     with pytest.raises(StageError, match="unknown param train.lrr"):
         load_stage_params("train", TRAIN_SPEC, root=project)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ruamel.yaml import YAML
+
+from tests.params_file import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("MNIST_MIRROR", ROOT.parent / "shared" / "mnist")).resolve()
@@ -34,17 +35,6 @@ SMALL = {  # a run of about a minute: 1,500 training, 500 validation, 1,000 test
 }
 
 
-def set_params(root: Path, changes: dict) -> None:
-    yaml = YAML()  # round-trip mode keeps the comments, as `dvc exp run -S` does
-    data = yaml.load((root / "params.yaml").read_text())
-    for key, value in changes.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    with open(root / "params.yaml", "w") as handle:
-        yaml.dump(data, handle)
 
 
 def sh(root: Path, *args: str) -> str:

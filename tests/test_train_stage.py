@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ruamel.yaml import YAML
 
 from stages.common.dataset import write_split
+from tests.params_file import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"train.epochs": 3, "train.batch_size": 16, "train.warmup_epochs": 0.5,
@@ -31,17 +31,6 @@ def toy_pixels(n: int, rng: np.random.Generator):
     return pixels, labels
 
 
-def set_params(root: Path, changes: dict) -> None:
-    yaml = YAML()
-    data = yaml.load((root / "params.yaml").read_text())
-    for key, value in changes.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    with open(root / "params.yaml", "w") as handle:
-        yaml.dump(data, handle)
 
 
 @pytest.fixture
