@@ -56,15 +56,14 @@ class EarlyStopping:
     def update(self, epoch: int, metrics: dict[str, float]) -> bool:
         """Record one epoch's metrics; return True when it is the new best epoch."""
         value = metrics[self.monitor]
-        # Loss should fall, accuracy rise: compare in one direction.
-        score = -value if self.monitor == "val_loss" else value
-        if self.best is None or score > (self._score(self.best) + self.min_delta):
+        if self.best is None or self._score(value) > self._score(self.best) + self.min_delta:
             self.best, self.best_epoch, self.epochs_without_improvement = value, epoch, 0
             return True
         self.epochs_without_improvement += 1
         return False
 
     def _score(self, value: float) -> float:
+        """Loss should fall, accuracy rise: compare both as 'higher is better'."""
         return -value if self.monitor == "val_loss" else value
 
     @property

@@ -73,10 +73,8 @@ def build_trainer(params, rng: np.random.Generator, fill: float, on_batch=None):
         nn.learning_rate, base_lr=params["train.lr"], schedule=params["train.schedule"],
         total_epochs=params["train.epochs"], warmup_epochs=params["train.warmup_epochs"],
         step_size=params["train.step_size"], gamma=params["train.gamma"], min_lr=params["train.min_lr"])
-    augment_options = augment_kwargs(params)
-    augment = None
-    if any(v > 0 for k, v in augment_options.items() if k != "elastic_sigma"):
-        augment = functools.partial(_augment, options=augment_options, fill=fill)
+    # With every effect at 0, nn.augment returns its input and draws no random numbers.
+    augment = functools.partial(nn.augment, fill=fill, **augment_kwargs(params))
     early_stopping = EarlyStopping(
         monitor=params["train.early_stopping.monitor"],
         patience=params["train.early_stopping.patience"],
@@ -84,10 +82,6 @@ def build_trainer(params, rng: np.random.Generator, fill: float, on_batch=None):
     return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng,
                    batch_size=params["train.batch_size"], early_stopping=early_stopping,
                    augment=augment, on_batch=on_batch)
-
-
-def _augment(images, rng, *, options, fill):
-    return nn.augment(images, rng, fill=fill, **options)
 
 
 def write_outputs(trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
