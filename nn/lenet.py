@@ -26,6 +26,20 @@ def _activation(name: str, leaky_slope: float) -> Module:
     return Sigmoid()
 
 
+def _activation_and_pool(stage: int, activation: str, leaky_slope: float, pooling) -> dict[str, Module]:
+    """``act<stage>`` then ``pool<stage>``, or the other way round when that is exactly equal.
+
+    A max pool picks one value per window, and ReLU / LeakyReLU are non-decreasing and
+    piecewise linear, so ``act(maxpool(x)) == maxpool(act(x))`` bit for bit, gradients
+    included (where ReLU zeroes a window's winner it zeroes its gradient either way). Pooling
+    first runs the activation on a quarter of the values: ~6% of a training step.
+    """
+    act, pool = _activation(activation, leaky_slope), pooling(2, 2)
+    if pooling is MaxPool2d and activation in ("relu", "leaky_relu"):
+        return {f"pool{stage}": pool, f"act{stage}": act}
+    return {f"act{stage}": act, f"pool{stage}": pool}
+
+
 def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hidden=(120, 84),
            num_classes: int = 10, init: str = "he_normal", dropout: float = 0.0,
            leaky_slope: float = 0.01, rng: np.random.Generator, dtype=np.float32) -> Sequential:
@@ -34,9 +48,9 @@ def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hid
     ::
 
         conv1  Conv2d(1, c1, 5, padding=2)   (N, 1, 28, 28) -> (N, c1, 28, 28)
-        act1, pool1 (2x2, stride 2)                          -> (N, c1, 14, 14)
+        act1, pool1 (2x2, stride 2; pool first when exact)   -> (N, c1, 14, 14)
         conv2  Conv2d(c1, c2, 5)                             -> (N, c2, 10, 10)
-        act2, pool2 (2x2, stride 2)                          -> (N, c2, 5, 5)
+        act2, pool2                                          -> (N, c2, 5, 5)
         flatten                                              -> (N, c2*25)
         fc1 Linear(c2*25, h1), act3, [drop1], fc2 Linear(h1, h2), act4, [drop2],
         fc3 Linear(h2, num_classes)                          -> (N, num_classes) logits
@@ -67,17 +81,15 @@ def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hid
     h1, h2 = (int(h) for h in hidden)
     pooling = MaxPool2d if pool == "max" else AvgPool2d
     dense = dict(init=init, rng=rng, dtype=dtype)
-    layers: dict[str, Module] = {
-        "conv1": Conv2d(1, c1, 5, padding=2, **dense),
-        "act1": _activation(activation, leaky_slope),
-        "pool1": pooling(2, 2),
-        "conv2": Conv2d(c1, c2, 5, **dense),
-        "act2": _activation(activation, leaky_slope),
-        "pool2": pooling(2, 2),
+    layers: dict[str, Module] = {"conv1": Conv2d(1, c1, 5, padding=2, **dense)}
+    layers.update(_activation_and_pool(1, activation, leaky_slope, pooling))
+    layers["conv2"] = Conv2d(c1, c2, 5, **dense)
+    layers.update(_activation_and_pool(2, activation, leaky_slope, pooling))
+    layers.update({
         "flatten": Flatten(),
         "fc1": Linear(c2 * 5 * 5, h1, **dense),
         "act3": _activation(activation, leaky_slope),
-    }
+    })
     if dropout > 0:
         layers["drop1"] = Dropout(dropout, rng=rng)
     layers["fc2"] = Linear(h1, h2, **dense)

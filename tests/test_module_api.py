@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import nn
+from tests.synthetic import mnist_like
 from nn.serialization import config_path, load_model, save_model
 
 EXPECTED_NAMES = [
@@ -27,8 +28,30 @@ def test_named_parameters_are_dotted_pytorch_names_and_shapes():
     assert [n for n, _ in model.named_gradients()] == EXPECTED_NAMES
     assert model.num_parameters() == 61706  # the classic LeNet-5 count
     assert all(p.dtype == np.float32 for p in model.parameters())
-    assert list(model.children()) == ["conv1", "act1", "pool1", "conv2", "act2", "pool2",
+    # ReLU after max pooling gives the same numbers (see the next test), on 4x fewer values.
+    assert list(model.children()) == ["conv1", "pool1", "act1", "conv2", "pool2", "act2",
                                       "flatten", "fc1", "act3", "fc2", "act4", "fc3"]
+    assert list(small_model(pool="avg").children())[:3] == ["conv1", "act1", "pool1"]
+    assert list(small_model(activation="tanh").children())[:3] == ["conv1", "act1", "pool1"]
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_activation_after_max_pool_is_bit_identical_to_before(activation):
+    model = small_model(activation=activation, leaky_slope=0.1)
+    layers = model.children()
+    textbook = nn.Sequential(**{name: layers[name] for name in
+                                ["conv1", "act1", "pool1", "conv2", "act2", "pool2", "flatten",
+                                 "fc1", "act3", "fc2", "act4", "fc3"]})
+    x = mnist_like(np.random.default_rng(1), 16)  # flat background: many ties in the pools
+    x[:4] -= 5.0  # and windows where every value is negative
+    results = []
+    for net in (model, textbook):
+        logits = net.forward(x)
+        dx = net.backward(np.random.default_rng(2).standard_normal(logits.shape, dtype=np.float32))
+        results.append((logits, dx, [g.copy() for _, g in net.named_gradients()]))
+    (logits, dx, grads), (logits_ref, dx_ref, grads_ref) = results
+    assert np.array_equal(logits, logits_ref) and np.array_equal(dx, dx_ref)
+    assert all(np.array_equal(g, r) for g, r in zip(grads, grads_ref))
 
 
 def test_dropout_children_and_positional_sequential_names():

@@ -14,6 +14,7 @@ import pytest
 
 import nn
 from tests import reference_loops as ref
+from tests.synthetic import mnist_like
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -242,16 +243,6 @@ def torch_lenet5(activation: str, pool: str, leaky_slope: float, dropout: float 
     layers += [("drop2", tnn.Dropout(dropout))] if dropout else []
     layers += [("fc3", tnn.Linear(84, 10))]
     return tnn.Sequential(OrderedDict(layers))
-
-
-def mnist_like(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Normalised-MNIST-looking images: a flat background (exact ties) and a few strokes."""
-    x = np.full((n, 1, 28, 28), -0.4242, dtype=np.float32)
-    for image in x:
-        for _ in range(3):
-            r, c = rng.integers(4, 22, size=2)
-            image[0, r:r + 3, c:c + rng.integers(3, 8)] = 2.8215
-    return x
 
 
 LENET_CASES = [("mnist_like", activation, pool) for activation in ("relu", "leaky_relu", "tanh", "sigmoid")
