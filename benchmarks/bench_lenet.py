@@ -4,16 +4,17 @@ Prints one JSON line per measurement (see benchmarks/README.md). Run from the re
 
     /work/venv/bin/python benchmarks/bench_lenet.py                      # full epochs
     /work/venv/bin/python benchmarks/bench_lenet.py --epochs-fraction 0.1 # quick check
+    /work/venv/bin/python benchmarks/bench_lenet.py --workers 1           # one core each
 
-Everything is measured in this one process, one after the other, so the NumPy/PyTorch
-ratio compares like with like even on a busy machine (absolute seconds do not).
+NumPy and PyTorch are timed in this one process, in alternating rounds (NumPy, PyTorch,
+NumPy, ...), so a machine that gets busier or quieter during the run slows both alike:
+the NumPy/PyTorch ratio compares like with like even on a shared machine (absolute seconds
+do not).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -22,19 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-def _threads_flag() -> str | None:
-    """``--threads N`` must act before NumPy loads OpenBLAS, so it is read here, early."""
-    for i, arg in enumerate(sys.argv):
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            return sys.argv[i + 1]
-        if arg.startswith("--threads="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-if _threads_flag():
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[_var] = _threads_flag()
+# One BLAS thread per process, set before NumPy loads OpenBLAS: NumPy's cores come from
+# worker processes (nn.DataParallel), one core each; more BLAS threads would fight over them.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
 
 import numpy as np  # noqa: E402
 
@@ -51,26 +43,16 @@ def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def blas_threads() -> int:
-    """Threads NumPy's OpenBLAS uses (asked through its C API), else the usual env/CPU default."""
-    maps = Path("/proc/self/maps")
-    libraries = {line.split()[-1] for line in maps.read_text().splitlines()} if maps.exists() else set()
-    for path in sorted(p for p in libraries if "openblas" in p.lower() and ".so" in p):
-        with contextlib.suppress(OSError):
-            lib = ctypes.CDLL(path)
-            for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                           "openblas_get_num_threads"):
-                if hasattr(lib, symbol):
-                    return int(getattr(lib, symbol)())
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return os.cpu_count() or 1
+def peak_rss_mib(model=None) -> float:
+    """Peak resident set size of this process so far, plus that of ``model``'s worker
+    processes when it is a running ``nn.DataParallel`` (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for pid in getattr(model, "worker_pids", []):
+        status = Path(f"/proc/{pid}/status")
+        if status.exists():
+            kib += next(int(line.split()[1]) for line in status.read_text().splitlines()
+                        if line.startswith("VmHWM:"))
+    return kib / 1024
 
 
 def load_data(rng: np.random.Generator):
@@ -92,76 +74,97 @@ def load_data(rng: np.random.Generator):
     return ("random", x, rng.integers(0, 10, TRAIN_IMAGES), x_test, rng.integers(0, 10, TEST_IMAGES))
 
 
-def batches(n_images: int, batch: int, steps: int, rng: np.random.Generator):
-    """Index arrays of ``steps`` full shuffled batches, as training draws them (a new
-    permutation starts when one runs out, e.g. for the warm-up steps of a full epoch)."""
-    epochs = -(-steps * batch // n_images)
-    order = np.concatenate([rng.permutation(n_images) for _ in range(epochs)])
-    return [order[i * batch:(i + 1) * batch] for i in range(steps)]
+def batch_stream(n_images: int, batch: int, rng: np.random.Generator):
+    """Endless shuffled batches of indices, as training draws them (a new permutation
+    starts when one runs out)."""
+    while True:
+        order = rng.permutation(n_images)
+        for start in range(0, n_images - batch + 1, batch):
+            yield order[start:start + batch]
 
 
-def make_sgd(model):
-    params = dict(model.named_parameters())
-    try:
-        from nn.optim import SGD
-        optimizer = SGD(params, lr=LR, momentum=MOMENTUM)
-        return lambda: optimizer.step(dict(model.named_gradients()))
-    except ImportError:  # plain SGD inline until nn/optim.py exists
-        def step():
-            for name, grad in model.named_gradients():
-                params[name] -= np.float32(LR) * grad
-        return step
+class NumpyRun:
+    """The NumPy LeNet-5 (``nn.lenet5``) on ``workers`` processes, SGD with momentum."""
 
+    def __init__(self, x, y, batch: int, workers: int, rng: np.random.Generator):
+        self.x, self.y, self.batches = x, y, batch_stream(len(x), batch, rng)
+        self.model = nn.DataParallel(nn.lenet5(rng=rng), workers)
+        self.model.input_grad = False  # images need no gradient (as in PyTorch)
+        self.loss_fn = nn.SoftmaxCrossEntropy()
+        self.optimizer = nn.SGD(dict(self.model.named_parameters()), lr=LR, momentum=MOMENTUM)
 
-def numpy_epoch(x, y, batch, steps, rng):
-    """Seconds for ``steps`` training steps of the NumPy LeNet-5 (after 2 warm-up steps)."""
-    model = nn.lenet5(rng=rng)
-    model.input_grad = False  # images need no gradient (as in PyTorch)
-    loss_fn, step = nn.SoftmaxCrossEntropy(), make_sgd(model)
-    index = batches(len(x), batch, steps + 2, rng)
-    for i, idx in enumerate(index):
-        if i == 2:
-            start = time.perf_counter()
-        _, dlogits = loss_fn(model.forward(x[idx]), y[idx])
-        model.backward(dlogits)
-        step()
-    return time.perf_counter() - start, model
-
-
-def numpy_eval(model, x_test, n_batches):
-    model.eval()
-    model.forward(x_test[:EVAL_BATCH])  # warm-up: buffers for this batch size
-    start = time.perf_counter()
-    for i in range(n_batches):
-        model.forward(x_test[i * EVAL_BATCH:(i + 1) * EVAL_BATCH]).argmax(axis=1)
-    return time.perf_counter() - start
-
-
-def torch_epoch(torch, x, y, batch, steps, rng):
-    import torch.nn as tnn
-    model = tnn.Sequential(
-        tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
-        tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
-        tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
-    for i, idx in enumerate(batches(len(x), batch, steps + 2, rng)):
-        if i == 2:
-            start = time.perf_counter()
-        idx = torch.from_numpy(idx)
-        optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(tx[idx]), ty[idx])
-        loss.backward()
-        optimizer.step()
-    elapsed = time.perf_counter() - start
-    model.eval()
-    with torch.no_grad():
-        model(tx[:EVAL_BATCH])
+    def train(self, steps: int) -> float:
+        """Seconds for ``steps`` training steps."""
         start = time.perf_counter()
-        for i in range(TEST_IMAGES // EVAL_BATCH):
-            model(tx[i * EVAL_BATCH:(i + 1) * EVAL_BATCH])
-        eval_seconds = time.perf_counter() - start
-    return elapsed, eval_seconds
+        for _ in range(steps):
+            idx = next(self.batches)
+            _, dlogits = self.loss_fn(self.model.forward(self.x[idx]), self.y[idx])
+            self.model.backward(dlogits)
+            self.optimizer.step(dict(self.model.named_gradients()))
+        return time.perf_counter() - start
+
+    def evaluate(self, x_test, n_batches: int) -> float:
+        """Seconds to predict ``n_batches`` test batches in eval mode."""
+        self.model.eval()
+        start = time.perf_counter()
+        for i in range(n_batches):
+            self.model.forward(x_test[i * EVAL_BATCH:(i + 1) * EVAL_BATCH]).argmax(axis=1)
+        elapsed = time.perf_counter() - start
+        self.model.train()
+        return elapsed
+
+    def close(self) -> None:
+        self.model.close()
+
+
+class TorchRun:
+    """The same network and optimizer in PyTorch."""
+
+    def __init__(self, torch, x, y, batch: int, rng: np.random.Generator):
+        import torch.nn as tnn
+        self.torch = torch
+        self.model = tnn.Sequential(
+            tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
+            tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+            tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(), tnn.Linear(84, 10))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.batches = batch_stream(len(x), batch, rng)
+
+    def train(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            idx = self.torch.from_numpy(next(self.batches))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.torch.nn.functional.cross_entropy(self.model(self.x[idx]), self.y[idx])
+            loss.backward()
+            self.optimizer.step()
+        return time.perf_counter() - start
+
+    def evaluate(self, x_test, n_batches: int) -> float:
+        self.model.eval()
+        tx = self.torch.from_numpy(x_test)
+        with self.torch.no_grad():
+            start = time.perf_counter()
+            for i in range(n_batches):
+                self.model(tx[i * EVAL_BATCH:(i + 1) * EVAL_BATCH]).argmax(dim=1)
+            elapsed = time.perf_counter() - start
+        self.model.train()
+        return elapsed
+
+    def close(self) -> None:
+        pass
+
+
+def alternate(runs: list, work, total: int, rounds: int) -> list[float]:
+    """Seconds each run takes for ``total`` units of ``work(run, units)``, done in ``rounds``
+    alternating slices (run 1, run 2, run 1, ...)."""
+    seconds = [0.0] * len(runs)
+    for r in range(rounds):
+        units = total * (r + 1) // rounds - total * r // rounds
+        for i, run in enumerate(runs):
+            seconds[i] += work(run, units) if units else 0.0
+    return seconds
 
 
 def naive_seconds_per_image(x, y, n_images: int, rng) -> float | None:
@@ -184,69 +187,91 @@ def main() -> None:
     parser.add_argument("--epochs-fraction", type=float, default=1.0,
                         help="train on this fraction of an epoch and extrapolate (default 1)")
     parser.add_argument("--batch-sizes", default="64,256", help="comma-separated (default 64,256)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="cores for each library: NumPy's nn.DataParallel processes (one "
+                             "BLAS thread each) and torch.set_num_threads (default: all CPUs)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating NumPy/PyTorch slices each measurement is split into")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--naive-images", type=int, default=16,
                         help="images for the naive loop reference, in 2 batches (0 = skip)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS threads for NumPy and torch.set_num_threads (default: BLAS's "
-                             "own default, all cores); 1 is steadier on a busy machine")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not 0 < args.epochs_fraction <= 1:
         parser.error("--epochs-fraction must be in (0, 1]")
+    if args.workers < 1 or args.rounds < 1:
+        parser.error("--workers and --rounds must be >= 1")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     rng = np.random.default_rng(args.seed)
     source, x, y, x_test, y_test = load_data(rng)
-    threads = blas_threads()
     emit({"what": "setup", "data": source, "train_images": len(x), "test_images": len(x_test),
-          "epochs_fraction": args.epochs_fraction, "numpy": np.__version__, "blas_threads": threads,
-          "cpus": os.cpu_count(), "python": platform.python_version(),
+          "epochs_fraction": args.epochs_fraction, "numpy": np.__version__, "workers": args.workers,
+          "rounds": args.rounds, "cpus": os.cpu_count(), "python": platform.python_version(),
           "optimizer": f"SGD(lr={LR}, momentum={MOMENTUM})"})
 
-    # All NumPy training first, then evaluation, then torch: ru_maxrss is a high-water mark,
-    # so this order keeps the training figure free of eval's batch-1000 buffers and of torch.
-    results, model = {}, None
+    # NumPy warm-up before PyTorch is imported, so peak memory is NumPy's own: the first
+    # steps allocate every buffer training and evaluation will ever use.
+    numpy_runs, rss = {}, {}
     for batch in batch_sizes:
-        steps = max(1, round(args.epochs_fraction * len(x) / batch))
-        seconds, model = numpy_epoch(x, y, batch, steps, rng)
-        epoch = seconds / (steps * batch) * len(x)
-        results[batch] = {"what": "numpy", "batch": batch, "steps_timed": steps,
-                          "seconds_per_epoch": round(epoch, 3),
-                          "train_images_per_s": round(len(x) / epoch),
-                          "peak_rss_mib_training": round(peak_rss_mib(), 1)}
-        emit(results[batch])
-    n_eval = max(1, round(args.epochs_fraction * len(x_test) / EVAL_BATCH))
-    numpy_eval_rate = n_eval * EVAL_BATCH / numpy_eval(model, x_test, n_eval)
-    emit({"what": "numpy_eval", "batch": EVAL_BATCH, "images_timed": n_eval * EVAL_BATCH,
-          "eval_images_per_s": round(numpy_eval_rate), "peak_rss_mib": round(peak_rss_mib(), 1)})
+        numpy_runs[batch] = NumpyRun(x, y, batch, args.workers, rng)
+        numpy_runs[batch].train(2)
+        rss[batch] = peak_rss_mib(numpy_runs[batch].model)
+    eval_run = numpy_runs[batch_sizes[0]]
+    eval_run.evaluate(x_test, 1)
+    rss_eval = peak_rss_mib(eval_run.model)
 
     naive = naive_seconds_per_image(x, y, args.naive_images, rng) if args.naive_images else None
+
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.workers)
+        except ImportError:
+            emit({"what": "torch", "skipped": "torch is not importable"})
+
+    numpy_epochs = {}
+    for batch in batch_sizes:
+        steps = max(1, round(args.epochs_fraction * len(x) / batch))
+        runs = [numpy_runs[batch]]
+        if torch is not None:
+            runs.append(TorchRun(torch, x, y, batch, rng))
+            runs[1].train(2)  # warm-up
+        seconds = alternate(runs, lambda run, n: run.train(n), steps, args.rounds)
+        epochs = [s / (steps * batch) * len(x) for s in seconds]
+        numpy_epochs[batch] = epochs[0]
+        emit({"what": "numpy", "batch": batch, "workers": args.workers, "steps_timed": steps,
+              "seconds_per_epoch": round(epochs[0], 3), "train_images_per_s": round(len(x) / epochs[0]),
+              "peak_rss_mib_training": round(rss[batch], 1)})
+        if torch is not None:
+            emit({"what": "torch", "batch": batch, "torch": torch.__version__, "threads": args.workers,
+                  "seconds_per_epoch": round(epochs[1], 3),
+                  "numpy_over_torch": round(epochs[0] / epochs[1], 3)})
+            runs[1].close()
+        if batch != batch_sizes[0]:
+            numpy_runs[batch].close()
+
+    n_eval = max(1, round(args.epochs_fraction * len(x_test) / EVAL_BATCH))
+    runs = [eval_run]
+    if torch is not None:
+        runs.append(TorchRun(torch, x, y, batch_sizes[0], rng))
+        runs[1].evaluate(x_test, 1)  # warm-up
+    seconds = alternate(runs, lambda run, n: run.evaluate(x_test, n), n_eval, args.rounds)
+    rates = [n_eval * EVAL_BATCH / s for s in seconds]
+    record = {"what": "eval", "batch": EVAL_BATCH, "images_timed": n_eval * EVAL_BATCH,
+              "numpy_eval_images_per_s": round(rates[0]), "peak_rss_mib": round(rss_eval, 1)}
+    if torch is not None:
+        record.update(torch_eval_images_per_s=round(rates[1]),
+                      numpy_eval_over_torch_eval_speed=round(rates[0] / rates[1], 3))
+    emit(record)
+    eval_run.close()
+
     if naive is not None:
         naive_epoch = naive * len(x)
         emit({"what": "naive", "images_timed": 2 * max(1, args.naive_images // 2),
               "seconds_per_epoch_extrapolated": round(naive_epoch, 1),
-              **{f"naive_over_numpy_batch{b}": round(naive_epoch / r["seconds_per_epoch"], 1)
-                 for b, r in results.items()}})
-
-    if args.no_torch:
-        return
-    try:
-        import torch
-    except ImportError:
-        emit({"what": "torch", "skipped": "torch is not importable"})
-        return
-    torch.set_num_threads(threads)
-    for batch in batch_sizes:
-        steps = max(1, round(args.epochs_fraction * len(x) / batch))
-        seconds, eval_seconds = torch_epoch(torch, x, y, batch, steps, rng)
-        epoch = seconds / (steps * batch) * len(x)
-        numpy_epoch_s = results[batch]["seconds_per_epoch"]
-        emit({"what": "torch", "batch": batch, "torch": torch.__version__, "threads": threads,
-              "seconds_per_epoch": round(epoch, 3),
-              "eval_images_per_s": round(TEST_IMAGES / eval_seconds),
-              "numpy_over_torch": round(numpy_epoch_s / epoch, 3),
-              "numpy_eval_over_torch_eval_speed": round(numpy_eval_rate * eval_seconds / TEST_IMAGES, 3)})
+              **{f"naive_over_numpy_batch{b}": round(naive_epoch / e, 1) for b, e in numpy_epochs.items()}})
 
 
 if __name__ == "__main__":
