@@ -84,12 +84,11 @@ def _random_layers(module: Module) -> list[Module]:
 
 
 def _bind(module: Module, views: dict[str, np.ndarray]) -> None:
-    """Make ``module``'s parameters *be* the shared ``views`` (copying their values in)."""
+    """Make ``module``'s parameters *be* the shared ``views`` (whose values the parent
+    publishes before every forward: a worker never writes them)."""
     for prefix, owner in _named_modules(module):
         for key in owner.params:
-            view = views[prefix + key]
-            view[...] = owner.params[key]
-            owner.params[key] = view
+            owner.params[key] = views[prefix + key]
 
 
 def _wait(conn) -> None:
@@ -206,6 +205,7 @@ class DataParallel(Module):
         self.training = module.training
         self._random_layers = _random_layers(module)
         self._shards: list[slice] | None = None
+        self._closed = False
         self._connections, self._processes, self._grads, self._inboxes = [], [], [], []
         if workers == 1:
             return
@@ -265,12 +265,13 @@ class DataParallel(Module):
         if len(shards) == 1:
             return self.module.forward(x)
         self._publish()
-        for conn, inbox, shard in zip(self._connections, self._inboxes, shards[1:]):
+        requests = []
+        for inbox, shard in zip(self._inboxes, shards[1:]):
             seeds = ([int(layer.rng.integers(2**63)) for layer in self._random_layers]
                      if self.training else [])
-            self._send(conn, ("forward", self.training, self.input_grad, seeds, _post(x[shard], inbox)))
-        first = self.module.forward(x[shards[0]])
-        return np.concatenate([first, *(self._receive(k) for k in range(len(shards) - 1))])
+            requests.append(("forward", self.training, self.input_grad, seeds, _post(x[shard], inbox)))
+        first, rest = self._run(requests, lambda: self.module.forward(x[shards[0]]))
+        return np.concatenate([first, *rest])
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._shards is None:
@@ -278,13 +279,11 @@ class DataParallel(Module):
         shards = self._shards
         if len(shards) == 1:
             return self.module.backward(dout)
-        for conn, shard in zip(self._connections, shards[1:]):
-            self._send(conn, ("backward", dout[shard]))
-        first = self.module.backward(dout[shards[0]])
-        rest = [self._receive(k) for k in range(len(shards) - 1)]
-        for k in range(len(shards) - 1):
+        requests = [("backward", dout[shard]) for shard in shards[1:]]
+        first, rest = self._run(requests, lambda: self.module.backward(dout[shards[0]]))
+        for grads in self._grads[:len(rest)]:
             for name, grad in self.module.named_gradients():
-                grad += self._grads[k][name]  # backward stores fresh arrays: safe to add into
+                grad += grads[name]  # backward stores fresh arrays: safe to add into
         return None if first is None else np.concatenate([first, *rest])
 
     @property
@@ -293,7 +292,8 @@ class DataParallel(Module):
         return [p.pid for p in self._processes if p.is_alive()]
 
     def close(self) -> None:
-        """Stop the worker processes (idempotent)."""
+        """Stop the worker processes (idempotent); later forward/backward calls raise."""
+        self._closed = True
         if self._processes:
             self._finalizer()
 
@@ -313,19 +313,33 @@ class DataParallel(Module):
         for name, value in self.module.named_parameters():
             self._params[name][...] = value
 
-    def _send(self, conn, request) -> None:
+    def _run(self, requests: list, own):
+        """Send ``requests[k]`` to worker k, run ``own()`` here meanwhile, then collect every
+        reply: ``(own's result, [worker results])``. All replies are read even when
+        something fails, so that requests and replies stay paired."""
+        if self._closed:
+            raise WorkerError("DataParallel is closed")
+        for conn, request in zip(self._connections, requests):
+            try:
+                conn.send(request)
+            except (OSError, ValueError) as error:
+                self.close()
+                raise WorkerError(f"DataParallel worker is gone ({error}); closed") from None
         try:
-            conn.send(request)
-        except (OSError, ValueError) as error:
-            raise WorkerError(f"DataParallel worker is gone ({error})") from None
+            first = own()
+        finally:
+            replies = [self._receive(k) for k in range(len(requests))]
+        for k, (status, result) in enumerate(replies):
+            if status == "error":
+                raise WorkerError(f"DataParallel worker {k + 1} failed:\n{result}")
+        return first, [result for _, result in replies]
 
     def _receive(self, k: int):
+        conn = self._connections[k]
         try:
-            _wait(self._connections[k])
-            status, result = self._connections[k].recv()
+            _wait(conn)
+            return conn.recv()
         except (EOFError, OSError):
             code = self._processes[k].exitcode
-            raise WorkerError(f"DataParallel worker {k + 1} died (exit code {code})") from None
-        if status == "error":
-            raise WorkerError(f"DataParallel worker {k + 1} failed:\n{result}")
-        return result
+            self.close()
+            raise WorkerError(f"DataParallel worker {k + 1} died (exit code {code}); closed") from None

@@ -91,6 +91,15 @@ class MaxPool2d(_Pool2d):
         # first-maximum-in-row-major-order winner (a, b / c, d: a > b > c > d on ties).
         c, n, h, w = xc.shape
         ho, wo = out_hw
+        if not masks:
+            # Eval needs the values only, and any pairing order gives the same maxima: the
+            # vertical pairs first (whole contiguous rows), then the horizontal pairs of a
+            # half-size array; 2x faster than the pair split below (measured at batch 128-500).
+            # A later backward recomputes the winners from xc.
+            rows = np.maximum(xc[:, :, 0:2 * ho:2], xc[:, :, 1:2 * ho:2])
+            out = np.maximum(rows[..., 0:2 * wo:2], rows[..., 1:2 * wo:2])
+            self._cache = ("2x2 lazy", xc, out_hw)
+            return out.transpose(1, 0, 2, 3)
         if xc.strides[-1] == xc.itemsize and h == 2 * ho and w == 2 * wo and xc.dtype in _PAIR_DTYPES:
             # Rows contiguous and even (as in our convolutions' outputs, even when their rows
             # are views cropped out of wider ones): each row is a run of (left, right) pairs;
@@ -99,14 +108,11 @@ class MaxPool2d(_Pool2d):
             # views).
             pairs = xc.view(_PAIR_DTYPES[xc.dtype])
             left, right = pairs.real.copy(), pairs.imag.copy()
-            left_wins = (left >= right).reshape(-1) if masks else None
+            left_wins = (left >= right).reshape(-1)
             rows = np.maximum(left, right, out=left).reshape(c * n * ho, 2, wo)
             top, bottom = rows[:, 0], rows[:, 1]
             out = np.maximum(top, bottom).reshape(c, n, ho, wo)
-            if masks:
-                self._cache = ("2x2 pairs", xc.shape, left_wins, top >= bottom)
-            else:  # eval: skip the winner masks; a backward would recompute them from xc
-                self._cache = ("2x2 lazy", xc, out_hw)
+            self._cache = ("2x2 pairs", xc.shape, left_wins, top >= bottom)
             return out.transpose(1, 0, 2, 3)
         a, b = xc[:, :, 0:2 * ho:2, 0:2 * wo:2], xc[:, :, 0:2 * ho:2, 1:2 * wo:2]
         cc, d = xc[:, :, 1:2 * ho:2, 0:2 * wo:2], xc[:, :, 1:2 * ho:2, 1:2 * wo:2]

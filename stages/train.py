@@ -65,6 +65,8 @@ def history_csv(history: list[dict]) -> str:
 def build_trainer(params, rng: np.random.Generator, fill: float, on_batch=None):
     """Model, optimizer, schedule, early stopping and augmentation, all from params."""
     model = nn.lenet5(**model_config(params), init=params["train.init"], rng=rng)
+    if params["train.workers"] > 1:
+        model = nn.DataParallel(model, params["train.workers"])
     optimizer = nn.make_optimizer(
         params["train.optimizer"], dict(model.named_parameters()), lr=params["train.lr"],
         momentum=params["train.momentum"], nesterov=params["train.nesterov"],
@@ -148,6 +150,9 @@ def main() -> None:
                                 epochs=params["train.epochs"], state=state, on_epoch_end=on_epoch_end)
     except TrainingDiverged as error:
         raise StageError(str(error)) from None
+    finally:
+        if isinstance(trainer.model, nn.DataParallel):
+            trainer.model.close()
     write_outputs(trainer, state, model_config(params), {"mean": mean, "std": std})
     CHECKPOINT.unlink(missing_ok=True)
     best = state.history[trainer.early_stopping.best_epoch - 1]

@@ -11,7 +11,7 @@ import pytest
 import nn
 from tests import reference_loops as ref
 
-LAYOUTS = ["nchw", "channel_major"]
+LAYOUTS = ["nchw", "channel_major", "cropped_rows"]
 
 
 def seeded(*case) -> np.random.Generator:
@@ -20,10 +20,16 @@ def seeded(*case) -> np.random.Generator:
 
 
 def in_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    """The same values, as contiguous NCHW or as an NCHW view of channel-major memory."""
+    """The same values, as contiguous NCHW, as an NCHW view of channel-major memory, or as
+    one whose rows are cropped out of wider rows (what our convolutions return)."""
     if layout == "nchw" or array.ndim != 4:
         return np.ascontiguousarray(array)
-    return np.ascontiguousarray(array.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    if layout == "channel_major":
+        return np.ascontiguousarray(array.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    n, c, h, w = array.shape
+    wide = np.full((c, n, h, w + 3), np.nan, dtype=array.dtype)  # NaN: reading it would show
+    wide[..., :w] = array.transpose(1, 0, 2, 3)
+    return wide[..., :w].transpose(1, 0, 2, 3)
 
 
 def assert_same(actual, expected, what=""):
@@ -130,13 +136,15 @@ MAX_POOL_INPUTS = {
 }
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("values", list(MAX_POOL_INPUTS))
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
-def test_maxpool_matches_loops(case, values, layout):
+def test_maxpool_matches_loops(case, values, layout, mode):
     n, c, h, w, kernel, stride, padding = case
     rng = seeded(case, values)
     layer = nn.MaxPool2d(kernel, stride=stride, padding=padding)
+    layer.train(mode == "train")  # eval computes values its own way; backward must still work
     x = in_layout(MAX_POOL_INPUTS[values](rng, (n, c, h, w)), layout)
     expected = ref.maxpool_forward(x, kernel, stride, padding)
     # Small integers: every sum of them is exact, so routing is compared bit for bit.

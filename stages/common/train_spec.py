@@ -23,6 +23,7 @@ TRAIN_SPEC = {
     "train.seed": Int(min=0),
     "train.epochs": Int(min=1, max=10_000),
     "train.batch_size": Int(min=1, max=60_000),
+    "train.workers": Int(min=1, max=64),
     "train.init": Choice(*INITS),
     "train.activation": Choice(*ACTIVATIONS),
     "train.leaky_slope": Float(min=0, lt=1),
