@@ -98,8 +98,7 @@ class NumpyRun:
         start = time.perf_counter()
         for _ in range(steps):
             idx = next(self.batches)
-            _, dlogits = self.loss_fn(self.model.forward(self.x[idx]), self.y[idx])
-            self.model.backward(dlogits)
+            self.model.forward_backward(self.x[idx], self.y[idx], self.loss_fn)
             self.optimizer.step(dict(self.model.named_gradients()))
         return time.perf_counter() - start
 

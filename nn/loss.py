@@ -25,16 +25,22 @@ class SoftmaxCrossEntropy:
     ``dlogits = (softmax(logits) - onehot(labels)) / N``, computed together because the
     fused form is both cheaper and stable.
 
+    ``batch_size`` (default N) is the count both are divided by: a shard of a larger batch
+    passes the whole batch's size, so that its loss adds up with the other shards' and its
+    gradient rows are exactly those of the whole batch (``nn.DataParallel.train_step``).
+
     Shape
     -----
     logits : (N, K) float; labels : (N,) ints in [0, K)
     -> (loss: float, dlogits: (N, K) in the dtype of ``logits``)
     """
 
-    def __call__(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-        return self.forward(logits, labels)
+    def __call__(self, logits: np.ndarray, labels: np.ndarray,
+                 batch_size: int | None = None) -> tuple[float, np.ndarray]:
+        return self.forward(logits, labels, batch_size)
 
-    def forward(self, logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    def forward(self, logits: np.ndarray, labels: np.ndarray,
+                batch_size: int | None = None) -> tuple[float, np.ndarray]:
         labels = np.asarray(labels)
         if logits.ndim != 2 or labels.shape != (logits.shape[0],):
             raise ValueError(f"expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}")
@@ -43,10 +49,13 @@ class SoftmaxCrossEntropy:
         n, k = logits.shape
         if n and (labels.min() < 0 or labels.max() >= k):
             raise ValueError(f"labels must be in [0, {k}), got range [{labels.min()}, {labels.max()}]")
+        total = n if batch_size is None else int(batch_size)
+        if total < n:
+            raise ValueError(f"batch_size must be at least the {n} rows given, got {batch_size}")
         rows = np.arange(n)
         log_probs = log_softmax(logits, axis=1)
-        loss = -float(log_probs[rows, labels].sum(dtype=np.float64)) / n
+        loss = -float(log_probs[rows, labels].sum(dtype=np.float64)) / total
         dlogits = np.exp(log_probs)
         dlogits[rows, labels] -= 1
-        dlogits /= n
+        dlogits /= total
         return loss, dlogits

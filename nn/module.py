@@ -60,6 +60,15 @@ class Module:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
+    def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
+        """One training batch: ``forward``, ``loss_fn(logits, labels) -> (loss, dlogits)`` and
+        ``backward``. Returns ``(loss, logits)``; the gradients are left in ``grads``.
+        (``DataParallel`` overrides it to do all three in one exchange with its workers.)"""
+        logits = self.forward(x)
+        loss, dlogits = loss_fn(logits, labels)
+        self.backward(dlogits)
+        return loss, logits
+
     # -- tree --------------------------------------------------------------------------
     def children(self) -> dict[str, "Module"]:
         """Direct sub-modules by name (empty for leaf layers)."""

@@ -128,17 +128,25 @@ def _serve(conn, module: Module, layout, params_block, grads_block, inbox) -> No
         if request[0] == "close":
             return
         try:
-            if request[0] == "forward":
-                _, training, input_grad, seeds, x = request
+            if request[0] in ("forward", "forward_backward"):
+                training, input_grad, seeds, x = request[1:5]
                 if isinstance(x, tuple):  # ("inbox", dtype, shape)
                     x = _view(inbox, *x[1:])
                 module.train(training)
                 module.input_grad = input_grad
                 for layer, seed in zip(random_layers, seeds):
                     layer.rng = np.random.default_rng(seed)
+            if request[0] == "forward":
                 result = module.forward(x)
+            elif request[0] == "forward_backward":
+                labels, batch_size, loss_fn = request[5:]
+                logits = module.forward(x)
+                loss, dlogits = loss_fn(logits, labels, batch_size)
+                module.backward(dlogits)
+                result = (loss, logits)
             else:  # "backward"
                 result = module.backward(request[1])
+            if request[0] != "forward":
                 for name, grad in module.named_gradients():
                     grads[name][...] = grad
             conn.send(("ok", result))
@@ -260,18 +268,35 @@ class DataParallel(Module):
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
-        shards = [s for s in self._split(len(x)) if s.stop > s.start] or [slice(0, len(x))]
-        self._shards = shards
+        shards = self._start(len(x))
         if len(shards) == 1:
             return self.module.forward(x)
-        self._publish()
-        requests = []
-        for inbox, shard in zip(self._inboxes, shards[1:]):
-            seeds = ([int(layer.rng.integers(2**63)) for layer in self._random_layers]
-                     if self.training else [])
-            requests.append(("forward", self.training, self.input_grad, seeds, _post(x[shard], inbox)))
+        requests = [("forward", *self._header(inbox, x[shard])) for inbox, shard in zip(self._inboxes, shards[1:])]
         first, rest = self._run(requests, lambda: self.module.forward(x[shards[0]]))
         return np.concatenate([first, *rest])
+
+    def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
+        """``forward``, ``loss_fn`` and ``backward`` of one training batch in ONE exchange
+        with the workers (``forward`` then ``backward`` take two): each process computes the
+        loss of its shard divided by the whole batch size (``loss_fn(logits, labels,
+        batch_size)``, as ``SoftmaxCrossEntropy`` takes it), so the shards' losses add up to
+        the batch's and their gradient rows are the batch's. Returns ``(loss, logits)``;
+        the summed gradients are in ``grads``; input gradients are not returned."""
+        shards, n = self._start(len(x)), len(x)
+        if len(shards) == 1:
+            return super().forward_backward(x, labels, loss_fn)
+        requests = [("forward_backward", *self._header(inbox, x[shard]), labels[shard], n, loss_fn)
+                    for inbox, shard in zip(self._inboxes, shards[1:])]
+
+        def own():
+            logits = self.module.forward(x[shards[0]])
+            loss, dlogits = loss_fn(logits, labels[shards[0]], n)
+            self.module.backward(dlogits)
+            return loss, logits
+
+        (loss, logits), rest = self._run(requests, own)
+        self._add_worker_gradients(len(rest))
+        return loss + sum(part[0] for part in rest), np.concatenate([logits, *(part[1] for part in rest)])
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._shards is None:
@@ -281,9 +306,7 @@ class DataParallel(Module):
             return self.module.backward(dout)
         requests = [("backward", dout[shard]) for shard in shards[1:]]
         first, rest = self._run(requests, lambda: self.module.backward(dout[shards[0]]))
-        for grads in self._grads[:len(rest)]:
-            for name, grad in self.module.named_gradients():
-                grad += grads[name]  # backward stores fresh arrays: safe to add into
+        self._add_worker_gradients(len(rest))
         return None if first is None else np.concatenate([first, *rest])
 
     @property
@@ -307,6 +330,26 @@ class DataParallel(Module):
     def _split(self, n: int) -> list[slice]:
         bounds = np.cumsum([0] + [len(part) for part in np.array_split(np.empty(n), self.workers)])
         return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _start(self, n: int) -> list[slice]:
+        """The non-empty shards of a batch of ``n`` (remembered for ``backward``); when
+        there are several, the current parameters are published to the workers."""
+        shards = [s for s in self._split(n) if s.stop > s.start] or [slice(0, n)]
+        self._shards = shards
+        if len(shards) > 1:
+            self._publish()
+        return shards
+
+    def _header(self, inbox, x_shard: np.ndarray) -> tuple:
+        """``(training, input_grad, dropout seeds, input)`` of a forward request; the seeds
+        come from this process's generators, so they alone decide every worker's masks."""
+        seeds = [int(layer.rng.integers(2**63)) for layer in self._random_layers] if self.training else []
+        return self.training, self.input_grad, seeds, _post(x_shard, inbox)
+
+    def _add_worker_gradients(self, workers: int) -> None:
+        for grads in self._grads[:workers]:
+            for name, grad in self.module.named_gradients():
+                grad += grads[name]  # backward stores fresh arrays: safe to add into
 
     def _publish(self) -> None:
         """Copy the current parameters where the workers read them."""

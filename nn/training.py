@@ -162,11 +162,9 @@ class Trainer:
             if self.augment is not None:
                 x = self.augment(x, self.rng)
             self.optimizer.lr = self.lr_at(epoch + index / batches)
-            logits = self.model.forward(x)
-            loss, dlogits = self.loss_fn(logits, y)
+            loss, logits = self.model.forward_backward(x, y, self.loss_fn)
             if not math.isfinite(loss):
                 raise TrainingDiverged(epoch, index, self.optimizer.lr, loss)
-            self.model.backward(dlogits)
             self.optimizer.step(dict(self.model.named_gradients()))
             loss_sum += float(loss) * len(batch)
             correct += int((logits.argmax(axis=1) == y).sum())

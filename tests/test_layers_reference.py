@@ -239,6 +239,18 @@ def test_softmax_cross_entropy_matches_loops(n, k, offset):
     np.testing.assert_allclose(dlogits.sum(axis=1), 0.0, atol=1e-15)  # softmax minus one-hot
 
 
+def test_softmax_cross_entropy_of_shards_adds_up_to_the_batch():
+    rng = np.random.default_rng(4)
+    logits, labels = rng.normal(size=(10, 7)).astype(np.float32), rng.integers(0, 7, size=10)
+    loss_fn = nn.SoftmaxCrossEntropy()
+    loss, dlogits = loss_fn(logits, labels)
+    parts = [loss_fn(logits[rows], labels[rows], batch_size=10) for rows in (slice(0, 4), slice(4, 10))]
+    assert sum(part_loss for part_loss, _ in parts) == pytest.approx(loss, rel=1e-12)
+    assert np.array_equal(np.concatenate([d for _, d in parts]), dlogits)  # row by row, exactly
+    with pytest.raises(ValueError, match="batch_size must be at least the 4 rows"):
+        loss_fn(logits[:4], labels[:4], batch_size=3)
+
+
 # -- the whole network -----------------------------------------------------------------------
 @pytest.mark.parametrize("activation, pool, channels, hidden", [
     ("relu", "max", (6, 16), (120, 84)),   # LeNet-5 itself

@@ -48,6 +48,21 @@ def test_forward_backward_equal_the_wrapped_model(float64_pair, n):
         np.testing.assert_allclose(grads[name], grads_ref[name], rtol=1e-11, atol=1e-14, err_msg=name)
 
 
+@pytest.mark.parametrize("n", [1, 5, 16])
+def test_one_exchange_forward_backward_equals_the_wrapped_model(float64_pair, n):
+    reference, parallel = float64_pair
+    rng = np.random.default_rng(10 + n)
+    x, labels = mnist_like(rng, n).astype(np.float64), rng.integers(0, 10, n)
+    loss_fn = nn.SoftmaxCrossEntropy()
+    loss_ref, logits_ref = reference.forward_backward(x, labels, loss_fn)
+    grads_ref = {name: grad.copy() for name, grad in reference.named_gradients()}
+    loss, logits = parallel.forward_backward(x, labels, loss_fn)
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    np.testing.assert_allclose(logits, logits_ref, rtol=1e-12, atol=1e-13)
+    for name, grad in parallel.named_gradients():
+        np.testing.assert_allclose(grad, grads_ref[name], rtol=1e-11, atol=1e-14, err_msg=name)
+
+
 def test_parameters_are_the_wrapped_models_and_updates_reach_the_workers(float64_pair):
     reference, parallel = float64_pair
     assert [name for name, _ in parallel.named_parameters()] == [name for name, _ in reference.named_parameters()]
