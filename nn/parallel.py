@@ -1,20 +1,22 @@
 """Data parallelism: every batch is split into equal shards, computed at once by processes.
 
 NumPy runs each layer on one core, and threads do not help much (the Python between NumPy
-calls holds the GIL; two threads ran a LeNet-5 step only 1.13x faster). Processes do: two
-processes, each on half of a batch, take about as long as one on the half.
+calls holds the GIL; two threads sharing a LeNet-5 ran a step only 1.13x faster).
+Processes do: two processes, each on half of a batch, take about as long as one on the half.
 
-How it works, per training step of a model wrapped in ``DataParallel(model, workers=2)``:
+One training step of ``DataParallel(model, workers=2).forward_backward(x, labels, loss_fn)``:
 
-1. ``forward(x)``: the parameters are copied into shared memory (a few hundred kB), which the
-   worker's replica of the model reads in place; the worker receives its shard of ``x``
-   through a pipe and runs its forward while this process runs the first shard. The logits
-   come back and are concatenated in batch order.
-2. The loss is computed on the whole batch as usual (its gradient is already divided by
-   the whole batch size).
-3. ``backward(dout)``: each process back-propagates its shard of ``dout``; the worker writes
-   its parameter gradients into shared memory and they are added to this process's: the
-   gradient of the whole batch, ready for the optimizer.
+1. The parameters are copied into shared memory (a few hundred kB), which the worker's
+   replica of the model reads in place; the worker's shard of ``x`` goes into its shared
+   inbox, and a small request through a pipe starts it.
+2. Both processes run forward, the loss of their own shard (divided by the WHOLE batch
+   size, so the shards' losses add up to the batch's and their gradient rows are the
+   batch's) and backward, at the same time.
+3. The worker writes its parameter gradients into shared memory and replies with its loss
+   and logits; its gradients are added to this process's: the gradient of the whole batch,
+   ready for the optimizer.
+
+``forward`` and ``backward`` work too, as for any module (one exchange each).
 
 The numbers are reproducible for a given number of workers, whichever core runs what: each
 shard is computed by the same code on the same data and the shard gradients are added in a
@@ -63,11 +65,14 @@ def _layout(module: Module) -> tuple[list[tuple[str, str, tuple[int, ...], int]]
     return entries, max(offset, 1)
 
 
+def _view(block, dtype, shape, offset: int = 0) -> np.ndarray:
+    """An array of ``dtype`` and ``shape`` viewing the shared ``block`` from byte ``offset``."""
+    return np.frombuffer(block, dtype=np.dtype(dtype), count=int(np.prod(shape)), offset=offset).reshape(shape)
+
+
 def _views(block, layout) -> dict[str, np.ndarray]:
     """Arrays by parameter name, viewing the shared ``block`` (no copies)."""
-    raw = np.frombuffer(block, dtype=np.uint8)
-    return {name: raw[offset:offset + int(np.prod(shape)) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
-            for name, dtype, shape, offset in layout}
+    return {name: _view(block, dtype, shape, offset) for name, dtype, shape, offset in layout}
 
 
 def _named_modules(module: Module, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -106,11 +111,6 @@ def _post(array: np.ndarray, inbox):
         return array
     _view(inbox, array.dtype, array.shape)[...] = array
     return ("inbox", array.dtype.str, array.shape)
-
-
-def _view(block, dtype, shape) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    return np.frombuffer(block, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 def _serve(conn, module: Module, layout, params_block, grads_block, inbox) -> None:
