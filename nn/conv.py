@@ -72,12 +72,13 @@ class Conv2d(Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}")
 
-    def _buffer(self, name: str, shape: tuple[int, ...], fill_zeros: bool = False) -> np.ndarray:
+    def _buffer(self, name: str, shape: tuple[int, ...], fill: float | None = None) -> np.ndarray:
         """A private array reused while ``shape`` repeats (allocating and first-touching
-        megabytes per batch costs as much as filling them)."""
+        megabytes per batch costs as much as filling them); ``fill`` is written at
+        allocation only."""
         buffer = self.__dict__.get(name)
         if buffer is None or buffer.shape != shape or buffer.dtype != self.dtype:
-            buffer = (np.zeros if fill_zeros else np.empty)(shape, dtype=self.dtype)
+            buffer = np.empty(shape, dtype=self.dtype) if fill is None else np.full(shape, fill, dtype=self.dtype)
             self.__dict__[name] = buffer
         return buffer
 
@@ -157,7 +158,7 @@ class Conv2d(Module):
         doutc = dout.transpose(1, 0, 2, 3)
         if grid != out_hw:
             # Zero junk columns (never written) make every product below ignore them.
-            dgrid = self._buffer("_dout_grid", (self.out_channels, n, *grid), fill_zeros=True)
+            dgrid = self._buffer("_dout_grid", (self.out_channels, n, *grid), fill=0.0)
             dgrid[:, :, :, :out_hw[1]] = doutc
         else:  # free when dout is channel-major in memory (it is, coming from our layers)
             dgrid = np.ascontiguousarray(doutc, dtype=self.dtype)
@@ -167,7 +168,8 @@ class Conv2d(Module):
             cols = self._gather(src, np.empty((c, kh, kw, n, *grid), dtype=self.dtype), out_hw, padded_hw)
         self.grads["weight"] = (dout2d @ cols.reshape(k, -1).T).reshape(weight.shape)
         if "bias" in self.params:
-            self.grads["bias"] = dout2d.sum(axis=1)
+            # A product with ones: BLAS sums rows ~2.5x faster than dout2d.sum(axis=1).
+            self.grads["bias"] = dout2d @ self._buffer("_ones", (dout2d.shape[1],), fill=1.0)
         if not self.input_grad:
             return None
         dsrc = np.zeros(src.shape, dtype=self.dtype)
