@@ -141,7 +141,7 @@ class PaddedBuffer:
 
 def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
            out_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """Gather every receptive field into columns.
+    """Gather every receptive field into columns (one copy from a read-only strided view).
 
     Args
     ----
@@ -150,16 +150,20 @@ def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
 
     Returns
     -------
-    cols : (C, kh, kw, N, Ho, Wo); reshaped to (C*kh*kw, N*Ho*Wo) its rows match a weight
+    cols : (C, kh, kw, N, Ho, Wo) with ``cols[c, i, j, n, ho, wo] = xp[c, n, i + sH*ho,
+        j + sW*wo]``; reshaped to (C*kh*kw, N*Ho*Wo) its rows match a weight
         ``(C_out, C, kh, kw)`` reshaped to (C_out, C*kh*kw).
     """
-    c, n = xp.shape[:2]
-    kh, kw = kernel
+    c, n, hp, wp = xp.shape
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    if kh + sh * (ho - 1) > hp or kw + sw * (wo - 1) > wp:
+        raise ValueError(f"input {hp}x{wp} too small for {ho}x{wo} windows of {kernel} at stride {stride}")
     if out is None:
-        out = np.empty((c, kh, kw, n, *out_hw), dtype=xp.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, i, j] = xp[window(i, j, stride, out_hw)]
+        out = np.empty((c, kh, kw, n, ho, wo), dtype=xp.dtype)
+    s_c, s_n, s_h, s_w = xp.strides
+    windows = np.lib.stride_tricks.as_strided(
+        xp, shape=(c, kh, kw, n, ho, wo), strides=(s_c, s_h, s_w, s_n, sh * s_h, sw * s_w), writeable=False)
+    np.copyto(out, windows)
     return out
 
 

@@ -27,7 +27,7 @@ class SoftmaxCrossEntropy:
 
     ``batch_size`` (default N) is the count both are divided by: a shard of a larger batch
     passes the whole batch's size, so that its loss adds up with the other shards' and its
-    gradient rows are exactly those of the whole batch (``nn.DataParallel.train_step``).
+    gradient rows are exactly those of the whole batch (``nn.DataParallel.forward_backward``).
 
     Shape
     -----

@@ -64,13 +64,20 @@ CONV_CASES = [
 ]
 
 
+# How the layer is used decides its column layout (Conv2d._wide_rows): every way must agree.
+CONV_MODES = ["train", "eval", "no_input_grad"]
+
+
+@pytest.mark.parametrize("mode", CONV_MODES)
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("case", CONV_CASES, ids=str)
-def test_conv2d_matches_loops(case, layout):
+@pytest.mark.parametrize("case", CONV_CASES + [(2, 1, 20, 18, 3, 5, 1, 2, True)], ids=str)
+def test_conv2d_matches_loops(case, layout, mode):
     n, c_in, h, w, c_out, kernel, stride, padding, bias = case
     rng = seeded(case)
     layer = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=bias,
                       rng=rng, dtype=np.float64)
+    layer.train(mode != "eval")  # eval: backward gathers the columns again
+    layer.input_grad = mode != "no_input_grad"
     layer.params["weight"][...] = rng.normal(size=layer.params["weight"].shape)
     if bias:
         layer.params["bias"][...] = rng.normal(size=c_out)
@@ -82,7 +89,10 @@ def test_conv2d_matches_loops(case, layout):
     assert_same(out, expected, "forward")
 
     dx_ref, dw_ref, db_ref = ref.conv2d_backward(x, weight, dout, stride, padding)
-    assert_same(dx, dx_ref, "dx")
+    if mode == "no_input_grad":
+        assert dx is None
+    else:
+        assert_same(dx, dx_ref, "dx")
     assert_same(layer.grads["weight"], dw_ref, "dweight")
     if bias:
         assert_same(layer.grads["bias"], db_ref, "dbias")
