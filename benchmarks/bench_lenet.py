@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # nn/, stages/ and tests/reference_loops.py
 
 import nn  # noqa: E402
+from nn.memory import retain_freed_memory  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES, EVAL_BATCH = 60_000, 10_000, 1000
 LR, MOMENTUM = 0.01, 0.9
@@ -202,6 +203,7 @@ def main() -> None:
         parser.error("--workers and --rounds must be >= 1")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
+    retain_freed_memory()  # as the train stage does (the workers do it themselves)
     rng = np.random.default_rng(args.seed)
     source, x, y, x_test, y_test = load_data(rng)
     emit({"what": "setup", "data": source, "train_images": len(x), "test_images": len(x_test),

@@ -39,14 +39,17 @@ from typing import Iterator
 
 import numpy as np
 
+from nn.memory import retain_freed_memory
 from nn.module import Module
 
 # Each worker uses one core: more BLAS threads per process would fight over the same cores.
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _ALIGN = 64  # bytes: every shared array starts on its own cache line
-# Each worker's inbox for its shard of the input (larger shards go through the pipe).
+# Arrays travel through shared memory, not pickled through the pipe (which costs ~0.1 ms
+# per array each way): each worker has an inbox (its shard of the input, labels, output
+# gradients) and an outbox (its logits, input gradients). Larger arrays take the pipe.
 # A shard of a batch of 1000 MNIST images takes 1.6 MB.
-INBOX_BYTES = 4 << 20
+BOX_BYTES = 4 << 20
 # Waiting for a message is a short spin, then a blocking wait: waking a sleeping process
 # costs ~0.1-0.3 ms on these machines, a few % of a step; steps come faster than this.
 SPIN_SECONDS = 0.002
@@ -105,17 +108,41 @@ def _wait(conn) -> None:
             return
 
 
-def _post(array: np.ndarray, inbox):
-    """Put ``array`` in the shared ``inbox`` if it fits; returns what to send instead of it."""
-    if array.nbytes > len(inbox):
-        return array
-    _view(inbox, array.dtype, array.shape)[...] = array
-    return ("inbox", array.dtype.str, array.shape)
+class _Boxed(tuple):
+    """Where an array lies in a box: ``(dtype, shape, byte offset)``."""
 
 
-def _serve(conn, module: Module, layout, params_block, grads_block, inbox) -> None:
-    """A worker's loop: run forward/backward requests on its replica until told to stop."""
+def _post(arrays: list, box) -> list:
+    """Copy ``arrays`` one after another into the shared ``box``; returns what to send in
+    their place: a ``_Boxed`` for each array that fits, anything else (None, or an array
+    too large) as it is."""
+    items, offset = [], 0
+    for array in arrays:
+        if isinstance(array, np.ndarray) and offset + array.nbytes <= len(box):
+            _view(box, array.dtype, array.shape, offset)[...] = array
+            items.append(_Boxed((array.dtype.str, array.shape, offset)))
+            offset += -(-array.nbytes // _ALIGN) * _ALIGN
+        else:
+            items.append(array)
+    return items
+
+
+def _fetch(items: list, box) -> list:
+    """The arrays ``_post`` sent, as views of ``box`` (valid until the box is written again)."""
+    return [_view(box, *item) if isinstance(item, _Boxed) else item for item in items]
+
+
+def _serve(conn, module: Module, layout, params_block, grads_block, inbox, outbox) -> None:
+    """A worker's loop: run forward/backward requests on its replica until told to stop.
+
+    Requests: ``("forward", training, input_grad, seeds, [x])``,
+    ``("forward_backward", training, input_grad, seeds, [x, labels], batch_size, loss_fn)``,
+    ``("backward", [dout])`` and ``("close",)``, arrays boxed in ``inbox``. Replies:
+    ``("ok", loss or None, [result])`` with the result (logits or input gradient) boxed in
+    ``outbox``, or ``("error", traceback)``.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes us
+    retain_freed_memory()
     _bind(module, _views(params_block, layout))
     grads = _views(grads_block, layout)
     random_layers = _random_layers(module)
@@ -125,31 +152,30 @@ def _serve(conn, module: Module, layout, params_block, grads_block, inbox) -> No
             request = conn.recv()
         except (EOFError, OSError):  # the parent is gone
             return
-        if request[0] == "close":
+        kind = request[0]
+        if kind == "close":
             return
         try:
-            if request[0] in ("forward", "forward_backward"):
-                training, input_grad, seeds, x = request[1:5]
-                if isinstance(x, tuple):  # ("inbox", dtype, shape)
-                    x = _view(inbox, *x[1:])
+            loss = None
+            if kind == "backward":
+                (dout,) = _fetch(request[1], inbox)
+                result = module.backward(dout)
+            else:
+                training, input_grad, seeds, arrays = request[1:5]
                 module.train(training)
                 module.input_grad = input_grad
                 for layer, seed in zip(random_layers, seeds):
                     layer.rng = np.random.default_rng(seed)
-            if request[0] == "forward":
+                x, *labels = _fetch(arrays, inbox)
                 result = module.forward(x)
-            elif request[0] == "forward_backward":
-                labels, batch_size, loss_fn = request[5:]
-                logits = module.forward(x)
-                loss, dlogits = loss_fn(logits, labels, batch_size)
-                module.backward(dlogits)
-                result = (loss, logits)
-            else:  # "backward"
-                result = module.backward(request[1])
-            if request[0] != "forward":
+                if kind == "forward_backward":
+                    batch_size, loss_fn = request[5:]
+                    loss, dlogits = loss_fn(result, labels[0], batch_size)
+                    module.backward(dlogits)
+            if kind != "forward":
                 for name, grad in module.named_gradients():
                     grads[name][...] = grad
-            conn.send(("ok", result))
+            conn.send(("ok", loss, _post([result], outbox)))
         except Exception:  # report it; the parent raises it as a WorkerError
             conn.send(("error", traceback.format_exc()))
 
@@ -214,7 +240,8 @@ class DataParallel(Module):
         self._random_layers = _random_layers(module)
         self._shards: list[slice] | None = None
         self._closed = False
-        self._connections, self._processes, self._grads, self._inboxes = [], [], [], []
+        self._connections, self._processes, self._grads = [], [], []
+        self._inboxes, self._outboxes = [], []
         if workers == 1:
             return
         layout, size = _layout(module)
@@ -225,16 +252,18 @@ class DataParallel(Module):
         with _environment(_ONE_THREAD):
             for _ in range(workers - 1):
                 grads_block = context.RawArray(ctypes.c_uint8, size)
-                inbox = context.RawArray(ctypes.c_uint8, INBOX_BYTES)
+                inbox = context.RawArray(ctypes.c_uint8, BOX_BYTES)
+                outbox = context.RawArray(ctypes.c_uint8, BOX_BYTES)
                 here, there = context.Pipe()
                 process = context.Process(target=_serve, daemon=True,
-                                          args=(there, module, layout, self._params_block, grads_block, inbox))
+                                          args=(there, module, layout, self._params_block, grads_block, inbox, outbox))
                 process.start()
                 there.close()
                 self._connections.append(here)
                 self._processes.append(process)
                 self._grads.append(_views(grads_block, layout))
                 self._inboxes.append(inbox)
+                self._outboxes.append(outbox)
         self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._connections)
 
     # -- the wrapped module's tree, names and flags -----------------------------------
@@ -271,9 +300,9 @@ class DataParallel(Module):
         shards = self._start(len(x))
         if len(shards) == 1:
             return self.module.forward(x)
-        requests = [("forward", *self._header(inbox, x[shard])) for inbox, shard in zip(self._inboxes, shards[1:])]
+        requests = [("forward", *self._header(inbox, [x[shard]])) for inbox, shard in zip(self._inboxes, shards[1:])]
         first, rest = self._run(requests, lambda: self.module.forward(x[shards[0]]))
-        return np.concatenate([first, *rest])
+        return np.concatenate([first, *(result for _, result in rest)])
 
     def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
         """``forward``, ``loss_fn`` and ``backward`` of one training batch in ONE exchange
@@ -285,7 +314,7 @@ class DataParallel(Module):
         shards, n = self._start(len(x)), len(x)
         if len(shards) == 1:
             return super().forward_backward(x, labels, loss_fn)
-        requests = [("forward_backward", *self._header(inbox, x[shard]), labels[shard], n, loss_fn)
+        requests = [("forward_backward", *self._header(inbox, [x[shard], labels[shard]]), n, loss_fn)
                     for inbox, shard in zip(self._inboxes, shards[1:])]
 
         def own():
@@ -296,7 +325,7 @@ class DataParallel(Module):
 
         (loss, logits), rest = self._run(requests, own)
         self._add_worker_gradients(len(rest))
-        return loss + sum(part[0] for part in rest), np.concatenate([logits, *(part[1] for part in rest)])
+        return loss + sum(part_loss for part_loss, _ in rest), np.concatenate([logits, *(part for _, part in rest)])
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._shards is None:
@@ -304,10 +333,10 @@ class DataParallel(Module):
         shards = self._shards
         if len(shards) == 1:
             return self.module.backward(dout)
-        requests = [("backward", dout[shard]) for shard in shards[1:]]
+        requests = [("backward", _post([dout[shard]], inbox)) for inbox, shard in zip(self._inboxes, shards[1:])]
         first, rest = self._run(requests, lambda: self.module.backward(dout[shards[0]]))
         self._add_worker_gradients(len(rest))
-        return None if first is None else np.concatenate([first, *rest])
+        return None if first is None else np.concatenate([first, *(result for _, result in rest)])
 
     @property
     def worker_pids(self) -> list[int]:
@@ -340,11 +369,11 @@ class DataParallel(Module):
             self._publish()
         return shards
 
-    def _header(self, inbox, x_shard: np.ndarray) -> tuple:
-        """``(training, input_grad, dropout seeds, input)`` of a forward request; the seeds
-        come from this process's generators, so they alone decide every worker's masks."""
+    def _header(self, inbox, arrays: list) -> tuple:
+        """``(training, input_grad, dropout seeds, boxed arrays)`` of a forward request; the
+        seeds come from this process's generators, so they alone decide every worker's masks."""
         seeds = [int(layer.rng.integers(2**63)) for layer in self._random_layers] if self.training else []
-        return self.training, self.input_grad, seeds, _post(x_shard, inbox)
+        return self.training, self.input_grad, seeds, _post(arrays, inbox)
 
     def _add_worker_gradients(self, workers: int) -> None:
         for grads in self._grads[:workers]:
@@ -358,7 +387,7 @@ class DataParallel(Module):
 
     def _run(self, requests: list, own):
         """Send ``requests[k]`` to worker k, run ``own()`` here meanwhile, then collect every
-        reply: ``(own's result, [worker results])``. All replies are read even when
+        reply: ``(own's result, [(worker loss, worker result)])``. All replies are read even when
         something fails, so that requests and replies stay paired."""
         if self._closed:
             raise WorkerError("DataParallel is closed")
@@ -372,10 +401,12 @@ class DataParallel(Module):
             first = own()
         finally:
             replies = [self._receive(k) for k in range(len(requests))]
-        for k, (status, result) in enumerate(replies):
-            if status == "error":
-                raise WorkerError(f"DataParallel worker {k + 1} failed:\n{result}")
-        return first, [result for _, result in replies]
+        for k, reply in enumerate(replies):
+            if reply[0] == "error":
+                raise WorkerError(f"DataParallel worker {k + 1} failed:\n{reply[1]}")
+        # (loss, result) per worker; results are views of the outboxes: copy before reuse.
+        return first, [(loss, _fetch(items, outbox)[0])
+                       for (_, loss, items), outbox in zip(replies, self._outboxes)]
 
     def _receive(self, k: int):
         conn = self._connections[k]

@@ -19,6 +19,7 @@ import numpy as np
 import typer
 
 import nn
+from nn.memory import retain_freed_memory
 from nn.training import EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.atomic import write_json, write_text
@@ -116,6 +117,7 @@ def main() -> None:
     """Train LeNet-5 with the ``train`` params of params.yaml."""
     params = load_stage_params("train", SPEC)
     check_train_consistency(params)
+    retain_freed_memory()  # steps free and reallocate megabytes: keep them, don't refault them
     train_split, val_split = read_split(DATA / "train.parquet"), read_split(DATA / "val.parquet")
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
     background = (0.0 - mean) / std  # what a blank pixel looks like after normalization
