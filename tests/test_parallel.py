@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import nn
-from nn.parallel import DataParallel, WorkerError
+from nn.memory import retain_freed_memory
+from nn.parallel import BOX_BYTES, DataParallel, WorkerError
 from tests.synthetic import mnist_like
 
 
@@ -231,6 +232,25 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_arrays_too_large_for_the_shared_boxes_go_through_the_pipe():
+    features = BOX_BYTES // 4 // 2 + 1000  # two rows (one shard) overflow a box
+    model = nn.Sequential(fc=nn.Linear(features, 3, rng=np.random.default_rng(0)))
+    x = np.random.default_rng(1).standard_normal((4, features)).astype(np.float32)
+    dout = np.ones((4, 3), dtype=np.float32)
+    expected_out, expected_dx = model.forward(x), model.backward(dout)
+    expected_grad = model.fc.grads["weight"].copy()
+    with DataParallel(model, workers=2) as parallel:
+        np.testing.assert_allclose(parallel.forward(x), expected_out, rtol=1e-5)
+        np.testing.assert_allclose(parallel.backward(dout), expected_dx, rtol=1e-6)  # dx overflows too
+        np.testing.assert_allclose(model.fc.grads["weight"], expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_retain_freed_memory_applies_on_glibc():
+    import platform
+    applied = retain_freed_memory()
+    assert applied == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
 
 
 def test_one_worker_is_the_module_itself_and_bad_counts_fail():
