@@ -7,14 +7,14 @@ Processes do: two processes, each on half of a batch, take about as long as one 
 One training step of ``DataParallel(model, workers=2).forward_backward(x, labels, loss_fn)``:
 
 1. The parameters are copied into shared memory (a few hundred kB), which the worker's
-   replica of the model reads in place; the worker's shard of ``x`` goes into its shared
-   inbox, and a small request through a pipe starts it.
+   replica of the model reads in place; the worker's shard of ``x`` and its labels go into
+   its shared inbox, and a small request through a pipe starts it.
 2. Both processes run forward, the loss of their own shard (divided by the WHOLE batch
    size, so the shards' losses add up to the batch's and their gradient rows are the
    batch's) and backward, at the same time.
-3. The worker writes its parameter gradients into shared memory and replies with its loss
-   and logits; its gradients are added to this process's: the gradient of the whole batch,
-   ready for the optimizer.
+3. The worker writes its parameter gradients into shared memory and its logits into its
+   shared outbox, and replies with its loss; its gradients are added to this process's:
+   the gradient of the whole batch, ready for the optimizer.
 
 ``forward`` and ``backward`` work too, as for any module (one exchange each).
 
