@@ -289,9 +289,6 @@ class DataParallel(Module):
     def input_grad(self, value: bool) -> None:
         self.module.input_grad = value
 
-    def extra_repr(self) -> str:
-        return f"workers={self.workers}"
-
     def __repr__(self) -> str:
         return f"DataParallel(workers={self.workers}, module={self.module!r})"
 
