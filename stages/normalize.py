@@ -7,7 +7,8 @@
 - The training split's pixel mean and std (of pixels / 255) are recorded in every split, so
   all three are normalized alike at load time. The test set chooses nothing: it is only
   read, limited, and written.
-- ``limit`` keeps the first ``limit`` images of each source file (small runs in tests).
+- ``limit`` keeps the first ``limit`` images of each source file (small runs in tests); 0 keeps
+  all. (0, not null: ``dvc exp run -S`` would write a null back as an empty value.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from stages.common.cli import run
 from stages.common.dataset import pixel_mean_std, write_split
 from stages.common.errors import StageError
 from stages.common.idx import NUM_CLASSES, LabelledImages, read_labelled_images
-from stages.common.params import PARAMS_FILE, Int, Optional, load_stage_params
+from stages.common.params import PARAMS_FILE, Int, load_stage_params
 
 RAW_DIR = Path("data/raw")
 OUT_DIR = Path("data/prepared")
@@ -30,7 +31,7 @@ TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 SPEC = {
     "normalize.val_size": Int(min=1),
     "normalize.seed": Int(min=0),
-    "normalize.limit": Optional(Int(min=1)),
+    "normalize.limit": Int(min=0),
 }
 SPLIT_RULE = (
     "stratified by label: class k gets floor(val_size * n_k / n) validation images, and the "
@@ -106,7 +107,7 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
     if val_size >= len(training.labels):
         raise StageError(
             f"{PARAMS_FILE}: normalize.val_size must be less than the {len(training.labels)} training "
-            f"images available (normalize.limit = {'null' if limit is None else limit}), got {val_size}"
+            f"images available (normalize.limit = {0 if limit is None else limit}), got {val_size}"
         )
     train_index, val_index = stratified_split(training.labels, val_size, np.random.default_rng(seed))
     mean, std = pixel_mean_std(training.images[train_index])
@@ -138,7 +139,7 @@ def main() -> None:
     """Write data/prepared/{train,val,test}.parquet from data/raw (params: normalize.*)."""
     params = load_stage_params("normalize", SPEC)
     summary = prepare(RAW_DIR, OUT_DIR, val_size=params["normalize.val_size"],
-                      seed=params["normalize.seed"], limit=params["normalize.limit"])
+                      seed=params["normalize.seed"], limit=params["normalize.limit"] or None)
     sizes = ", ".join(f"{name} {size}" for name, size in summary["sizes"].items())
     print(f"normalize: {sizes}; train mean {summary['mean']:.4f}, std {summary['std']:.4f} -> {OUT_DIR}")
 

@@ -204,8 +204,9 @@ def test_command_runs_end_to_end(workdir):
     ({"val_size": -5}, "params.yaml: normalize.val_size must be an integer >= 1, got -5"),
     ({"val_size": 1.5}, "params.yaml: normalize.val_size must be an integer >= 1, got 1.5"),
     ({"val_size": 300}, "params.yaml: normalize.val_size must be less than the 300 training images "
-                        "available (normalize.limit = null), got 300"),
-    ({"limit": 0}, "params.yaml: normalize.limit must be null or an integer >= 1, got 0"),
+                        "available (normalize.limit = 0), got 300"),
+    ({"limit": -1}, "params.yaml: normalize.limit must be an integer >= 0, got -1"),
+    ({"limit": None}, "params.yaml: normalize.limit must be an integer >= 0, got None"),
     ({"seed": -1}, "params.yaml: normalize.seed must be an integer >= 0, got -1"),
 ])
 def test_invalid_params_end_in_one_line_naming_the_key(workdir, monkeypatch, capsys, values, message):

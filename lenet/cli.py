@@ -1,0 +1,24 @@
+"""The ``lenet`` console script: one Typer app, one sub-command per module of this package."""
+
+from __future__ import annotations
+
+import typer
+
+from stages.common.cli import run
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Use and review the NumPy LeNet-5 pipeline (the stages run through `dvc repro`).")
+
+
+@app.callback()
+def _group() -> None:
+    """Keep ``lenet`` a command group even while it has a single sub-command."""
+
+
+def main() -> None:
+    """Entry point of the ``lenet`` console script (``pyproject.toml``)."""
+    run(app)
+
+
+if __name__ == "__main__":
+    main()
