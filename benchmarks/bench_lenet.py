@@ -31,7 +31,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # nn/, stages/ and tests/reference_loops.py
+sys.path.insert(0, str(REPO))  # nn/ and stages/
 
 import nn  # noqa: E402
 from nn.memory import retain_freed_memory  # noqa: E402
@@ -168,9 +168,9 @@ def alternate(runs: list, work, total: int, rounds: int) -> list[float]:
 
 
 def naive_seconds_per_image(x, y, n_images: int, rng) -> float | None:
-    """Seconds per image of one forward+backward with tests/reference_loops.py (or None)."""
+    """Seconds per image of one forward+backward with nn/reference.py (or None)."""
     try:
-        from tests.reference_loops import naive_lenet_step
+        from nn.reference import naive_lenet_step
     except ImportError as error:
         print(f"# naive reference unavailable: {error}", file=sys.stderr)
         return None

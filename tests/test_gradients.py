@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import nn
-from tests import reference_loops as ref
+from nn import reference as ref
 from tests.gradcheck import adaptive_numerical_gradient, numerical_gradient, relative_error, sample_indices
 
 TOLERANCE = 1e-6

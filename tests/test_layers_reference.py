@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nn
-from tests import reference_loops as ref
+from nn import reference as ref
 
 LAYOUTS = ["nchw", "channel_major", "cropped_rows"]
 

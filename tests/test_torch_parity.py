@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import nn
-from tests import reference_loops as ref
+from nn import reference as ref
 from tests.synthetic import mnist_like
 
 torch = pytest.importorskip("torch")

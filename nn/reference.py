@@ -1,10 +1,12 @@
-"""Slow, obviously-correct reference layers: the original tutorial's explicit loops.
+"""Read this first: every layer as the original tutorial wrote it, with explicit loops.
 
 Every function here spells the maths out with Python loops over the batch, the channels, the
 output pixels and the kernel window, with no vectorisation tricks, so that it can be read
-against the textbook definition. The tests prove the fast ``nn`` layers equal to these, and
-these (and the fast layers) equal to finite differences; ``benchmarks/bench_lenet.py`` times
-``naive_lenet_step`` to show what the vectorised layers buy.
+against the textbook definition. Each names its *fast twin*, the vectorised layer the
+network really runs (same arguments, same shapes); read the two side by side. The tests
+prove every fast layer equal to its twin here, and both equal to finite differences;
+``benchmarks/bench_lenet.py`` times ``naive_lenet_step`` to show what vectorising buys
+(about a thousand times). Nothing in the training path imports this module.
 
 Conventions
 -----------
@@ -56,6 +58,8 @@ def _array(nested) -> np.ndarray:
 def conv2d_forward(x, w, b=None, stride=(1, 1), padding=(0, 0)) -> np.ndarray:
     """2-D cross-correlation with zero padding.
 
+    Fast twin: ``nn.conv.Conv2d.forward``.
+
     ``out[n, o, i, j] = b[o] + sum_{c, a, d} w[o, c, a, d] * x[n, c, i*sH - pH + a, j*sW - pW + d]``
     where ``x`` is zero outside its bounds.
 
@@ -98,6 +102,8 @@ def conv2d_forward(x, w, b=None, stride=(1, 1), padding=(0, 0)) -> np.ndarray:
 
 def conv2d_backward(x, w, dout, stride=(1, 1), padding=(0, 0)):
     """Gradients of ``conv2d_forward`` given ``dout = dL/dout``.
+
+    Fast twin: ``nn.conv.Conv2d.backward``.
 
     Every output pixel sends ``dout * w`` back to each input pixel of its window, and
     ``dout * x`` to each weight; the bias receives ``dout`` itself.
@@ -172,6 +178,8 @@ def _window_argmax(plane, i, j, height, width, kh, kw, sh, sw, ph, pw):
 def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     """Maximum over each window; padding is -inf.
 
+    Fast twin: ``nn.pool.MaxPool2d.forward``.
+
     Parameters
     ----------
     x : (N, C, H, W)
@@ -197,6 +205,8 @@ def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
 
 def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     """Gradient of ``maxpool_forward``: each window's ``dout`` goes to exactly ONE input,
+
+    Fast twin: ``nn.pool.MaxPool2d.backward``.
     the first maximum in row-major window order; overlapping windows add up.
 
     Parameters
@@ -223,6 +233,8 @@ def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray
 
 def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     """Mean over each window, padded zeros included (PyTorch's ``count_include_pad=True``):
+
+    Fast twin: ``nn.pool.AvgPool2d.forward``.
     every window divides by ``kH * kW``.
 
     Parameters
@@ -252,6 +264,8 @@ def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
 
 def avgpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     """Gradient of ``avgpool_forward``: each input of a window receives ``dout / (kH*kW)``
+
+    Fast twin: ``nn.pool.AvgPool2d.backward``.
     (the share of padded positions is dropped).
 
     Parameters
@@ -284,6 +298,8 @@ def avgpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray
 def linear_forward(x, w, b=None) -> np.ndarray:
     """``out[n, o] = b[o] + sum_i w[o, i] * x[n, i]``.
 
+    Fast twin: ``nn.linear.Linear.forward``.
+
     Parameters
     ----------
     x : (N, in); w : (out, in); b : (out,) or None
@@ -309,6 +325,8 @@ def linear_forward(x, w, b=None) -> np.ndarray:
 
 def linear_backward(x, w, dout):
     """Gradients of ``linear_forward``.
+
+    Fast twin: ``nn.linear.Linear.backward``.
 
     Parameters
     ----------
@@ -343,31 +361,50 @@ def _elementwise(function, *arrays) -> np.ndarray:
 
 
 def relu_forward(x) -> np.ndarray:
-    """``max(x, 0)``."""
+    """``max(x, 0)``.
+
+    Fast twin: ``nn.activations.ReLU.forward``.
+    """
     return _elementwise(lambda v: v if v > 0 else 0.0, x)
 
 
 def relu_backward(x, dout) -> np.ndarray:
-    """``dout`` where ``x > 0``, else 0 (the derivative at exactly 0 is taken as 0)."""
+    """``dout`` where ``x > 0``, else 0 (the derivative at exactly 0 is taken as 0).
+
+    Fast twin: ``nn.activations.ReLU.backward``.
+    """
     return _elementwise(lambda v, g: g if v > 0 else 0.0, x, dout)
 
 
 def leaky_relu_forward(x, negative_slope=0.01) -> np.ndarray:
-    """``x`` if ``x > 0`` else ``negative_slope * x``."""
+    """``x`` if ``x > 0`` else ``negative_slope * x``.
+
+    Fast twin: ``nn.activations.LeakyReLU.forward``.
+    """
     return _elementwise(lambda v: v if v > 0 else negative_slope * v, x)
 
 
 def leaky_relu_backward(x, dout, negative_slope=0.01) -> np.ndarray:
-    """``dout`` where ``x > 0`` else ``negative_slope * dout``."""
+    """``dout`` where ``x > 0`` else ``negative_slope * dout``.
+
+    Fast twin: ``nn.activations.LeakyReLU.backward``.
+    """
     return _elementwise(lambda v, g: g if v > 0 else negative_slope * g, x, dout)
 
 
 def tanh_forward(x) -> np.ndarray:
+    """``tanh(x)``.
+
+    Fast twin: ``nn.activations.Tanh.forward``.
+    """
     return _elementwise(math.tanh, x)
 
 
 def tanh_backward(x, dout) -> np.ndarray:
-    """``dout * (1 - tanh(x)**2)``."""
+    """``dout * (1 - tanh(x)**2)``.
+
+    Fast twin: ``nn.activations.Tanh.backward``.
+    """
     return _elementwise(lambda v, g: g * (1.0 - math.tanh(v) ** 2), x, dout)
 
 
@@ -380,12 +417,18 @@ def _sigmoid(v: float) -> float:
 
 
 def sigmoid_forward(x) -> np.ndarray:
-    """``1 / (1 + exp(-x))``."""
+    """``1 / (1 + exp(-x))``.
+
+    Fast twin: ``nn.activations.Sigmoid.forward``.
+    """
     return _elementwise(_sigmoid, x)
 
 
 def sigmoid_backward(x, dout) -> np.ndarray:
-    """``dout * s * (1 - s)`` with ``s = sigmoid(x)``."""
+    """``dout * s * (1 - s)`` with ``s = sigmoid(x)``.
+
+    Fast twin: ``nn.activations.Sigmoid.backward``.
+    """
     return _elementwise(lambda v, g: g * _sigmoid(v) * (1.0 - _sigmoid(v)), x, dout)
 
 
@@ -400,6 +443,8 @@ ACTIVATIONS = {
 # -- loss ------------------------------------------------------------------------------------
 def softmax_cross_entropy(logits, labels):
     """Mean over the batch of ``-log softmax(logits[n])[labels[n]]``, and its gradient.
+
+    Fast twin: ``nn.loss.SoftmaxCrossEntropy``.
 
     ``loss_n = log(sum_k exp(z_nk)) - z_n,label`` computed as ``m + log(sum_k exp(z_nk - m))``
     with ``m = max_k z_nk`` (never overflows); ``dlogits[n, k] = (p_nk - [k == label]) / N``.
@@ -436,6 +481,8 @@ def softmax_cross_entropy(logits, labels):
 def naive_lenet_step(params: dict, x, y, *, activation: str = "relu", pool: str = "max",
                      leaky_slope: float = 0.01):
     """Forward and backward of LeNet-5 with the loop layers above.
+
+    Fast twin: ``nn.lenet.lenet5 + nn.Module.forward_backward``.
 
     ::
 
