@@ -1,5 +1,15 @@
 """Sliding-window helpers shared by convolution and pooling, on channel-major arrays.
 
+What im2col is: a convolution slides a ``kh x kw`` window over the image and, at each
+position, takes a dot product of the window with each filter (see ``nn/reference.py``'s
+loops). im2col ("image to columns") first copies every window into one column of a matrix
+``cols`` of shape ``(C_in*kh*kw, N*H_out*W_out)``. Then the whole convolution is a single
+matrix product, ``out = W2d @ cols`` with the filters as rows ``W2d: (C_out, C_in*kh*kw)``,
+which BLAS computes hundreds of times faster than loops. The backward pass is two more
+products (``dW2d = dout @ cols.T`` and ``dcols = W2d.T @ dout``) and col2im, which adds each
+column's gradient back onto the pixels its window covered. The price is memory: each pixel is
+copied up to ``kh*kw`` times.
+
 Layers work on ``(C, N, H, W)`` arrays (the public NCHW array with its first two axes
 swapped, a free view). Keeping the batch axis *inside* the channel axis makes every slice
 ``x[:, :, i::s, j::s]`` a set of long runs over ``N*H*W``, and lets ``W2d @ cols`` produce the
