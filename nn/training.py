@@ -9,7 +9,6 @@ resumed from a saved state ends bit-identical to one that never stopped.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -86,7 +85,8 @@ class TrainState:
 
     Attributes:
         epochs_done: completed epochs.
-        history: one dict per completed epoch (epoch, losses, accuracies, lr, seconds).
+        history: one dict per completed epoch (epoch, losses, accuracies, lr). No wall-clock
+            time: the history is a pipeline output, and must be the same on every rerun.
         best_weights: ``state_dict`` of the best epoch so far (by the monitored metric).
         stop_reason: why training ended, once it has.
     """
@@ -187,13 +187,11 @@ class Trainer:
         state = state or TrainState()
         while state.stop_reason is None and state.epochs_done < epochs:
             epoch = state.epochs_done
-            started = time.perf_counter()
             lr = self.lr_at(float(epoch))
             train_loss, train_accuracy = self.train_epoch(epoch, *train)
             val_loss, val_accuracy, _ = evaluate(self.model, *val, batch_size=self.eval_batch_size)
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                   "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr,
-                   "seconds": time.perf_counter() - started}
+                   "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr}
             state.history.append(row)
             state.epochs_done = epoch + 1
             if self.early_stopping.update(epoch + 1, row):

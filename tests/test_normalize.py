@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ruamel.yaml import YAML
+
 
 from stages.common.dataset import read_split
 from stages.common.errors import StageError
 from stages.common.cli import run
 from stages.normalize import TEST_FILES, TRAIN_FILES, app, class_quotas, prepare, stratified_split
+from tests.params_file import set_params as set_dotted_params
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "mnist"
@@ -181,10 +182,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 def set_params(root: Path, **values):
-    yaml = YAML()  # round trip: keeps the rest of params.yaml as it is
-    tree = yaml.load(root / "params.yaml")
-    tree["normalize"].update(values)
-    yaml.dump(tree, root / "params.yaml")
+    set_dotted_params(root, {f"normalize.{key}": value for key, value in values.items()})
 
 
 def test_command_runs_end_to_end(workdir):

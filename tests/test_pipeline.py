@@ -90,7 +90,7 @@ def test_every_output_is_there_and_sane(repo):
     assert sorted(evaluation["per_class"]) == [str(c) for c in range(10)]
 
     history = (repo / "metrics/history.csv").read_text().splitlines()
-    assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds"
+    assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr"
     assert len(history) == 3
     confusion = (repo / "metrics/confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted" and len(confusion) == 2001

@@ -7,15 +7,16 @@ when stderr is not a terminal only the per-epoch summary is printed.
 from __future__ import annotations
 
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
-def _summary(row: dict, epochs: int) -> str:
+def _summary(row: dict, epochs: int, seconds: float) -> str:
     return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
             f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} "
-            f"acc {row['val_accuracy']:.4f} | lr {row['lr']:.4g} | {row['seconds']:.1f}s")
+            f"acc {row['val_accuracy']:.4f} | lr {row['lr']:.4g} | {seconds:.1f}s")
 
 
 class EpochProgress:
@@ -25,6 +26,7 @@ class EpochProgress:
         self.epochs = epochs
         self.interactive = sys.stderr.isatty() if interactive is None else interactive
         self.epochs_done = 0
+        self._epoch_started = time.perf_counter()  # wall-clock goes to the console only
         self._task = None
         self._progress = None
         if self.interactive:
@@ -34,6 +36,7 @@ class EpochProgress:
                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
 
     def __enter__(self):
+        self._epoch_started = time.perf_counter()
         if self._progress is not None:
             self._progress.start()
         return self
@@ -55,7 +58,9 @@ class EpochProgress:
 
     def epoch_done(self, row: dict) -> None:
         self.epochs_done = row["epoch"]
-        line = _summary(row, self.epochs)
+        now = time.perf_counter()
+        line = _summary(row, self.epochs, now - self._epoch_started)
+        self._epoch_started = now
         if self._progress is not None:
             self._progress.console.print(line)
         else:
