@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,18 @@ def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         detail = next((line for line in message if line.strip()), f"exit code {result.returncode}")
         raise StageError(f"{shlex.join(['dvc', *args[:3]])} ... failed: {detail.strip()}")
     return result
+
+
+def start_queue(jobs: int = 1) -> None:
+    """``dvc queue start -j jobs``. Its workers outlive it and inherit its output streams,
+    so those go to a file: reading them through a pipe would wait for the whole queue."""
+    with tempfile.TemporaryFile("w+") as output:
+        code = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdin=subprocess.DEVNULL,
+                              stdout=output, stderr=subprocess.STDOUT).returncode
+        if code != 0:
+            output.seek(0)
+            lines = [line for line in output.read().splitlines() if line.strip()] or [f"exit code {code}"]
+            raise StageError(f"dvc queue start -j {jobs} failed: {lines[0].strip()}")
 
 
 def queue_tasks() -> dict[str, tuple[str, str]]:

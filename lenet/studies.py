@@ -44,6 +44,13 @@ TUTORIAL = {
     "train.augment.elastic_alpha": "0",
 }
 LR, BATCH, EPOCHS = "train.lr", "train.batch_size", "train.epochs"
+# Every run side by side: test accuracy first (all other metrics, per-class figures, deps and
+# queue columns dropped; --drop matches column names from their start), then the params that
+# differ, best first. Add --md for Markdown, -A for the experiments of every commit.
+EXP_SHOW = ("dvc exp show --hide-workspace --hide-failed --only-changed "
+            "--drop 'Created|State|Executor|per_class|parameters|stop_reason|test_images|best_epoch|"
+            "epochs_run|.*_loss|train_accuracy|val_accuracy|.*/|nn|models' "
+            "--sort-by test_accuracy --sort-order desc")
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,7 @@ def report(studies: list[Study], runs: list[Run], extra: dict[str, str]) -> bool
             complete = False
     seconds = {run.name: exp_queue.epoch_seconds(run.name) for run in runs if run.name in found}
     print(tables(studies, extra, found, seconds), end="")
+    print(f"All runs side by side: {EXP_SHOW}", file=sys.stderr)
     return complete
 
 
@@ -206,7 +214,7 @@ def queue_and_run(runs: list[Run], extra: dict[str, str], poll: float) -> bool:
         print(shlex.join(args), file=sys.stderr, flush=True)
         exp_queue.dvc(*args[1:])
     started = time.perf_counter()
-    exp_queue.dvc("queue", "start", "-j", "1")
+    exp_queue.start_queue(jobs=1)
     statuses = exp_queue.wait_for([run.name for run in runs], old_tasks, poll)
     minutes = (time.perf_counter() - started) / 60
     print(f"{len(runs)} runs finished in {minutes:.1f} min", file=sys.stderr)
@@ -223,7 +231,7 @@ def main(
                                             "tutorial's (repeatable), e.g. -S train.workers=1.")] = [],
     dry_run: Annotated[bool, typer.Option(help="Print the dvc exp run lines; queue nothing.")] = False,
     table_only: Annotated[bool, typer.Option(help="Only print the tables, from experiments already run.")] = False,
-    poll: Annotated[float, typer.Option(help="Seconds between looks at the queue.", min=0.1)] = 15.0,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at the queue (each costs a dvc start-up).", min=0.1)] = 60.0,
 ) -> None:
     """Queue, run and tabulate the tutorial's learning-rate, batch-size and epoch studies.
 
@@ -242,5 +250,7 @@ def main(
         return
     ok = table_only or queue_and_run(runs, extra, poll)
     complete = report(studies, runs, extra)
-    if not (ok and complete):
-        raise typer.Exit(1)
+    if not ok:
+        raise StageError("some runs failed (their logs are above; dvc queue logs NAME shows them whole)")
+    if not complete:
+        raise StageError("some runs are missing from dvc exp show (see the warnings above)")

@@ -97,11 +97,15 @@ def test_tables_put_ours_beside_the_tutorials():
     assert "| 0.001 | 32 | 10 | 95.58% | not run | — | — |" in lines
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (MIRROR / "train-images-idx3-ubyte.gz").exists(),
-                    reason=f"no local MNIST mirror at {MIRROR} (set MNIST_MIRROR)")
-def test_the_command_queues_runs_and_tabulates_two_small_runs(tmp_path):
-    repo = tmp_path / "repo"
+needs_mnist = pytest.mark.skipif(not (MIRROR / "train-images-idx3-ubyte.gz").exists(),
+                                 reason=f"no local MNIST mirror at {MIRROR} (set MNIST_MIRROR)")
+SMALL = ["--only", "epochs", "-S", "train.epochs=1", "-S", "normalize.limit=2000",
+         "-S", "normalize.val_size=500", "--poll", "2"]
+
+
+def scratch_repo(root: Path) -> Path:
+    """A committed git + DVC copy of the project (the queue runs only what git tracks)."""
+    repo = root / "repo"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for name in files:
@@ -112,12 +116,17 @@ def test_the_command_queues_runs_and_tabulates_two_small_runs(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "start"], cwd=repo, check=True)
+    return repo
 
-    small = ["--only", "epochs", "-S", "train.epochs=1", "-S", "normalize.limit=2000",
-             "-S", "normalize.val_size=500", "--poll", "2"]
-    result = lenet(repo, *small)
+
+@pytest.mark.slow
+@needs_mnist
+def test_the_command_queues_runs_and_tabulates_two_small_runs(tmp_path):
+    repo = scratch_repo(tmp_path)
+    result = lenet(repo, *SMALL)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 runs finished" in result.stderr
+    assert "tut-lr0.002-b32-e1: Running" in result.stderr or "tut-lr0.002-b32-e1: Queued" in result.stderr
 
     shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, capture_output=True,
                                       text=True, check=True).stdout)
@@ -132,8 +141,35 @@ def test_the_command_queues_runs_and_tabulates_two_small_runs(tmp_path):
         assert 0 < float(row[2]) < 120
     assert result.stdout.count("| 1 of 1 |") == 4  # both runs, each in the 10- and 50-epoch rows
 
-    again = lenet(repo, *small, "--table-only")
+    again = lenet(repo, *SMALL, "--table-only")
     assert again.returncode == 0, again.stderr
     assert again.stdout == result.stdout
-    refused = lenet(repo, *small)  # the runs exist: queueing them again would fail half-way
-    assert refused.returncode == 1 and "experiments already exist: tut-lr0.0015-b64-e1 tut-lr0.002-b32-e1" in refused.stderr
+    refused = lenet(repo, *SMALL)  # the runs exist: queueing them again would fail half-way
+    assert refused.returncode == 1
+    assert "experiments already exist: tut-lr0.0015-b64-e1 tut-lr0.002-b32-e1" in refused.stderr
+
+    # The curated `dvc exp show` of the README: test accuracy first, best first, no per-class columns.
+    curated = subprocess.run(shlex.split(studies.EXP_SHOW) + ["--md"], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    header = [cell.strip() for cell in curated[0].strip("|").split("|")]
+    assert header[:2] == ["Experiment", "test_accuracy"]
+    assert {"train.lr", "train.batch_size", "train.loss_reduction"} <= set(header)
+    assert "train.seed" not in header and "train.hidden" not in header  # the same in every row
+    assert not any(c.startswith(("per_class", "val_", "train_", "data/")) for c in header)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in curated[2:]]
+    ours = [float(row[1]) for row in rows if "tut-" in row[0]]
+    assert ours == sorted(accuracy.values(), reverse=True)
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_failed_runs_show_their_log_and_fail_the_command(tmp_path):
+    repo = scratch_repo(tmp_path)
+    result = lenet(repo, *SMALL, "-S", "train.lr=-1")
+    assert result.returncode == 1
+    assert "tut-lr-1-b32-e1: Failed" in result.stderr
+    # the train stage's own one-line error, from `dvc queue logs`
+    assert "error: params.yaml: train.lr must be a number > 0 and <= 10, got -1" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: some runs failed (their logs are above; dvc queue logs NAME shows them whole)"
+    assert "| -1 | 32 | 1 | 96.15% | not run | — | — |" in result.stdout
