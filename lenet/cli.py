@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from lenet import studies
 from stages.common.cli import run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Use and review the NumPy LeNet-5 pipeline (the stages run through `dvc repro`).")
+
+
+app.command("studies")(studies.main)
 
 
 @app.callback()

@@ -18,16 +18,31 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return exps
 
 
+REDUCTIONS = ("mean", "sum")
+
+
 class SoftmaxCrossEntropy:
-    """Mean cross-entropy of softmax(logits) against integer class labels.
+    """Cross-entropy of softmax(logits) against integer class labels, averaged or summed.
 
-    ``loss = mean_n( logsumexp(logits[n]) - logits[n, labels[n]] )`` and its gradient
-    ``dlogits = (softmax(logits) - onehot(labels)) / N``, computed together because the
-    fused form is both cheaper and stable.
+    ``loss = sum_n( logsumexp(logits[n]) - logits[n, labels[n]] ) / D`` and its gradient
+    ``dlogits = (softmax(logits) - onehot(labels)) / D``, computed together because the
+    fused form is both cheaper and stable. ``D`` is the batch size for ``reduction="mean"``
+    and 1 for ``reduction="sum"``.
 
-    ``batch_size`` (default N) is the count both are divided by: a shard of a larger batch
-    passes the whole batch's size, so that its loss adds up with the other shards' and its
-    gradient rows are exactly those of the whole batch (``nn.DataParallel.forward_backward``).
+    With ``"sum"`` the gradient grows with the batch, so a learning rate means ``batch_size``
+    times more than with ``"mean"``: SGD at ``lr`` with ``"sum"`` takes exactly the step of
+    ``"mean"`` at ``lr * batch_size`` (the convention of the tutorial this project follows).
+
+    ``batch_size`` (default N) is the whole batch when the N rows given are a shard of it:
+    with ``"mean"`` both loss and gradient are divided by it, so that the shards' losses add
+    up to the batch's and their gradient rows are exactly those of the whole batch
+    (``nn.DataParallel.forward_backward``). A sum needs no divisor: shards' sums add up as
+    they are, and ``batch_size`` is only checked.
+
+    Parameters
+    ----------
+    reduction : {"mean", "sum"}
+        How the per-image losses (and their gradients) combine over the batch.
 
     Shape
     -----
@@ -35,12 +50,42 @@ class SoftmaxCrossEntropy:
     -> (loss: float, dlogits: (N, K) in the dtype of ``logits``)
     """
 
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        self.reduction = reduction
+
+    def __repr__(self) -> str:
+        return f"SoftmaxCrossEntropy(reduction={self.reduction!r})"
+
     def __call__(self, logits: np.ndarray, labels: np.ndarray,
                  batch_size: int | None = None) -> tuple[float, np.ndarray]:
         return self.forward(logits, labels, batch_size)
 
+    def summed(self, loss: float, n: int) -> float:
+        """The sum over the ``n`` images of a batch whose loss this returned as ``loss``:
+        a trainer adds these up and divides by the images seen, so that the loss it reports
+        is the mean per image whatever the reduction."""
+        return loss if self.reduction == "sum" else loss * n
+
     def forward(self, logits: np.ndarray, labels: np.ndarray,
                 batch_size: int | None = None) -> tuple[float, np.ndarray]:
+        """Loss and gradient of one batch, or of one shard of a batch of ``batch_size``.
+
+        Parameters
+        ----------
+        logits : (N, K) float
+        labels : (N,) int in [0, K)
+        batch_size : int, optional
+            Rows in the whole batch (>= N; default N).
+
+        Returns
+        -------
+        loss : float
+            Summed (``"sum"``) or divided by ``batch_size`` (``"mean"``).
+        dlogits : (N, K), the dtype of ``logits``
+            d loss / d logits.
+        """
         labels = np.asarray(labels)
         if logits.ndim != 2 or labels.shape != (logits.shape[0],):
             raise ValueError(f"expected logits (N, K) and labels (N,), got {logits.shape} and {labels.shape}")
@@ -54,8 +99,10 @@ class SoftmaxCrossEntropy:
             raise ValueError(f"batch_size must be at least the {n} rows given, got {batch_size}")
         rows = np.arange(n)
         log_probs = log_softmax(logits, axis=1)
-        loss = -float(log_probs[rows, labels].sum(dtype=np.float64)) / total
+        loss = -float(log_probs[rows, labels].sum(dtype=np.float64))
         dlogits = np.exp(log_probs)
         dlogits[rows, labels] -= 1
-        dlogits /= total
+        if self.reduction == "mean":
+            loss /= total
+            dlogits /= total
         return loss, dlogits

@@ -9,9 +9,10 @@ One training step of ``DataParallel(model, workers=2).forward_backward(x, labels
 1. The parameters are copied into shared memory (a few hundred kB), which the worker's
    replica of the model reads in place; the worker's shard of ``x`` and its labels go into
    its shared inbox, and a small request through a pipe starts it.
-2. Both processes run forward, the loss of their own shard (divided by the WHOLE batch
-   size, so the shards' losses add up to the batch's and their gradient rows are the
-   batch's) and backward, at the same time.
+2. Both processes run forward, the loss of their own shard and backward, at the same
+   time. A mean loss is divided by the WHOLE batch size, not the shard's, so the shards'
+   losses add up to the batch's and their gradient rows are the batch's; a summed loss
+   (``SoftmaxCrossEntropy(reduction="sum")``) adds up as it is.
 3. The worker writes its parameter gradients into shared memory and its logits into its
    shared outbox, and replies with its loss; its gradients are added to this process's:
    the gradient of the whole batch, ready for the optimizer.
@@ -304,9 +305,10 @@ class DataParallel(Module):
     def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
         """``forward``, ``loss_fn`` and ``backward`` of one training batch in ONE exchange
         with the workers (``forward`` then ``backward`` take two): each process computes the
-        loss of its shard divided by the whole batch size (``loss_fn(logits, labels,
-        batch_size)``, as ``SoftmaxCrossEntropy`` takes it), so the shards' losses add up to
-        the batch's and their gradient rows are the batch's. Returns ``(loss, logits)``;
+        loss of its shard given the whole batch size (``loss_fn(logits, labels, batch_size)``,
+        as ``SoftmaxCrossEntropy`` takes it: a mean divides by it, a sum needs no divisor),
+        so the shards' losses add up to the batch's and their gradient rows are the batch's,
+        whatever the reduction. Returns ``(loss, logits)``;
         the summed gradients are in ``grads``; input gradients are not returned."""
         shards, n = self._start(len(x)), len(x)
         if len(shards) == 1:

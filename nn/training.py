@@ -131,6 +131,9 @@ class Trainer:
         rng: the one Generator for shuffling, augmentation and dropout.
         augment: optional ``f(images, rng) -> images`` applied to each training batch.
         on_batch: optional ``f(batch_index, batches, loss, accuracy)`` for progress display.
+        loss_fn: the training loss; ``SoftmaxCrossEntropy(reduction="sum")`` makes the
+            gradient, hence the step at a given learning rate, ``batch_size`` times larger.
+            The losses reported (``on_batch``, history) are means per image either way.
     """
 
     model: Module
@@ -145,7 +148,7 @@ class Trainer:
     loss_fn: SoftmaxCrossEntropy = field(default_factory=SoftmaxCrossEntropy)
 
     def train_epoch(self, epoch: int, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-        """One pass over a fresh permutation of the data; returns (mean loss, accuracy).
+        """One pass over a fresh permutation of the data; returns (mean loss per image, accuracy).
 
         Args:
             images: (N, 1, H, W) float32. labels: (N,) int.
@@ -166,7 +169,7 @@ class Trainer:
             if not math.isfinite(loss):
                 raise TrainingDiverged(epoch, index, self.optimizer.lr, loss)
             self.optimizer.step(dict(self.model.named_gradients()))
-            loss_sum += float(loss) * len(batch)
+            loss_sum += self.loss_fn.summed(float(loss), len(batch))  # per image whatever the reduction
             correct += int((logits.argmax(axis=1) == y).sum())
             seen += len(batch)
             if self.on_batch is not None:

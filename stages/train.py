@@ -86,7 +86,8 @@ def build_trainer(params, rng: np.random.Generator, fill: float, on_batch=None):
         min_delta=params["train.early_stopping.min_delta"])
     return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng,
                    batch_size=params["train.batch_size"], early_stopping=early_stopping,
-                   augment=augment, on_batch=on_batch)
+                   augment=augment, on_batch=on_batch,
+                   loss_fn=nn.SoftmaxCrossEntropy(params["train.loss_reduction"]))
 
 
 def write_outputs(trainer: Trainer, state, config: dict, preprocessing: dict) -> None:

@@ -129,6 +129,7 @@ def test_divergence_fails_cleanly_with_no_outputs(project):
 
 @pytest.mark.parametrize("change, message", [
     ({"train.optimizer": "rmsprop"}, "train.optimizer must be one of sgd, adam, adamw"),
+    ({"train.loss_reduction": "max"}, "train.loss_reduction must be one of mean, sum"),
     ({"train.early_stopping.patience": -1}, "train.early_stopping.patience must be an integer >= 0"),
     ({"train.augment.max_scale": 1.5}, "train.augment.max_scale must be a number >= 0 and < 1"),
     ({"train.warmup_epochs": 5}, "train.warmup_epochs must be < train.epochs (3)"),

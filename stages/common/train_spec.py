@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nn.loss import REDUCTIONS
 from stages.common.errors import StageError
 from stages.common.params import Bool, Choice, Float, Int, ListOf, StageParams
 
@@ -33,6 +34,7 @@ TRAIN_SPEC = {
     "train.dropout": Float(min=0, lt=1),
     "train.optimizer": Choice(*OPTIMIZERS),
     "train.lr": Float(gt=0, max=10),
+    "train.loss_reduction": Choice(*REDUCTIONS),
     "train.momentum": Float(min=0, lt=1),
     "train.nesterov": Bool(),
     "train.weight_decay": Float(min=0, lt=1),
