@@ -45,7 +45,7 @@ def test_card_holds_every_section_and_its_numbers():
     assert "| 4 | 106 | 6 | 94.34% | 97.09% |" in text  # 100 right of 106 fours; 3 nines read as 4
     assert "- a 4 read as 9: 6 images" in text and "- a 5 read as 3: 1 image\n" in text
     assert "Other scripts" in text and "letters" in text and "off-centre" in text
-    assert "shifts up to 2 px, rotations up to 10°" in text
+    assert "shifts up to 2 px, rotations up to 10° and scaling by up to 10% only" in text
 
 
 def test_card_is_a_pure_function_of_its_inputs():

@@ -122,7 +122,7 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
         f"- Digits that are off-centre, much larger or smaller, or rotated, unless first prepared the way "
         f"MNIST was (crop to the ink, fit in 20×20, centre by mass in 28×28). Training saw shifts up to "
         f"{_value(augment.get('max_shift', 0.0))} px, rotations up to {_value(augment.get('max_rotation', 0.0))}° "
-        f"and scaling up to {_value(augment.get('max_scale', 0.0))} only.",
+        f"and scaling by up to {100 * augment.get('max_scale', 0.0):g}% only.",
         "- Dark ink on light paper without inverting it, photographs, colour, noise, or several digits in "
         "one image.",
         "- Its probabilities are not calibrated for such inputs: a confident answer there means nothing.",
