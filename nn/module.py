@@ -210,6 +210,42 @@ class Sequential(Module):
             x = layer.forward(x)
         return x
 
+    def forward_collect(self, x: np.ndarray, names) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``forward``, also returning the outputs of the layers named in ``names``.
+
+        For looking inside a trained network (feature maps); the same computation as
+        ``forward``, so call ``eval()`` first for inference.
+
+        Parameters
+        ----------
+        x : np.ndarray
+            Input of the first layer.
+        names : iterable of str
+            Names of direct layers (keys of ``children()``), e.g. ``("conv1", "conv2")``.
+
+        Returns
+        -------
+        output : np.ndarray
+            What ``forward(x)`` returns.
+        outputs : dict[str, np.ndarray]
+            ``{name: output of that layer}``, in the order of ``names``.
+
+        Shape
+        -----
+        For LeNet-5 (``nn.lenet5``) with ``x: (N, 1, 28, 28)``: ``conv1: (N, c1, 28, 28)``,
+        ``conv2: (N, c2, 10, 10)`` (before activation and pooling).
+        """
+        names = list(names)
+        unknown = [name for name in names if name not in self._layers]
+        if unknown:
+            raise KeyError(f"no layer named {', '.join(map(repr, unknown))} (layers: {', '.join(self._layers)})")
+        kept: dict[str, np.ndarray] = {}
+        for name, layer in self._layers.items():
+            x = layer.forward(x)
+            if name in names:
+                kept[name] = x
+        return x, {name: kept[name] for name in names}
+
     def backward(self, dout: np.ndarray) -> np.ndarray:
         for layer in reversed(self._layers.values()):
             dout = layer.backward(dout)

@@ -1,8 +1,9 @@
 """Stage evaluate: score the trained model once on the test set.
 
 Reads models/ and data/prepared/test.parquet; writes metrics/eval.json (test accuracy and
-loss, per-class precision and recall) and metrics/confusion.csv (one ``actual,predicted``
-row per test image, the input of DVC's ``confusion`` plot template).
+loss, per-class precision and recall), metrics/confusion.csv (one ``actual,predicted``
+row per test image, the input of DVC's ``confusion`` plot template) and the model card,
+metrics/model_card.md (with the training params and metrics/train.json's figures).
 """
 
 from __future__ import annotations
@@ -11,22 +12,30 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import typer
 
 import nn
 from nn.training import evaluate
 from stages.common.atomic import write_json, write_text
+from stages.common.model_card import model_card
 from stages.common.cli import run
 from stages.common.dataset import read_split
 from stages.common.errors import StageError
 from stages.common.params import Int, load_stage_params
+from stages.common.train_spec import TRAIN_SPEC
 
 MODEL = Path("models/model.npz")
 PREPROCESSING = Path("models/preprocessing.json")
 TEST = Path("data/prepared/test.parquet")
+TRAIN = Path("data/prepared/train.parquet")
+VAL = Path("data/prepared/val.parquet")
+TRAIN_METRICS = Path("metrics/train.json")
+CARD = Path("metrics/model_card.md")
 METRICS = Path("metrics/eval.json")
 CONFUSION = Path("metrics/confusion.csv")
-SPEC = {"evaluate.batch_size": Int(min=1, max=100_000)}
+# The train params are read only to be listed in the model card.
+SPEC = {"evaluate.batch_size": Int(min=1, max=100_000), **TRAIN_SPEC}
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -53,7 +62,7 @@ def main() -> None:
     params = load_stage_params("evaluate", SPEC)
     if not MODEL.exists():
         raise StageError(f"{MODEL}: no trained model (run the train stage first)")
-    model, _ = nn.load_model(MODEL)
+    model, architecture = nn.load_model(MODEL)
     expected = json.loads(PREPROCESSING.read_text())
     test = read_split(TEST)
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
@@ -64,6 +73,11 @@ def main() -> None:
     write_text(CONFUSION, "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(test.labels, predictions)))
     write_json(METRICS, {"test_accuracy": accuracy, "test_loss": loss, "test_images": int(len(test.labels)),
                          "per_class": per_class_scores(confusion)})
+    write_text(CARD, model_card(
+        architecture=architecture, params={key: params[key] for key in TRAIN_SPEC}, preprocessing=expected,
+        sizes={"train": pq.read_metadata(TRAIN).num_rows, "val": pq.read_metadata(VAL).num_rows,
+               "test": len(test.labels)},
+        training=json.loads(TRAIN_METRICS.read_text()), test_loss=loss, confusion=confusion))
     print(f"test accuracy {accuracy:.4f} ({int((predictions != test.labels).sum())} errors "
           f"in {len(test.labels)} images), test loss {loss:.4f}")
 

@@ -1,12 +1,15 @@
-"""Stage plot: draw the training curves, the confusion matrix and what augmentation does.
+"""Stage plot: draw what augmentation does and what the trained network does inside.
 
-Reads metrics/history.csv, metrics/confusion.csv and data/prepared/train.parquet; writes
-PNGs to plots/ (written atomically; ``dvc plots show`` also renders them).
+Reads models/, data/prepared/train.parquet and test.parquet, and metrics/eval.json; writes
+PNGs to plots/ (each written atomically). The loss, accuracy, learning-rate and confusion
+figures are not drawn here: DVC draws them from metrics/*.csv (the top-level ``plots:`` of
+dvc.yaml), and only those can be compared across revisions with ``dvc plots diff``.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import matplotlib
@@ -24,63 +27,29 @@ from stages.common.errors import StageError  # noqa: E402
 from stages.common.params import Int, load_stage_params  # noqa: E402
 from stages.common.train_spec import AUGMENT_SPEC, augment_kwargs  # noqa: E402
 
-HISTORY = Path("metrics/history.csv")
-CONFUSION = Path("metrics/confusion.csv")
+MODEL = Path("models/model.npz")
 TRAIN = Path("data/prepared/train.parquet")
+TEST = Path("data/prepared/test.parquet")
+EVAL = Path("metrics/eval.json")
 PLOTS = Path("plots")
+# One home for the file names: dvc.yaml's top-level plots list each of them (a test checks).
+FIGURES = ("augmented.png", "conv1_filters.png", "conv1_maps.png", "conv2_maps.png",
+           "confident_errors.png", "per_class_accuracy.png")
 SPEC = {"train.seed": Int(min=0), **AUGMENT_SPEC}
-SAMPLES, VARIANTS = 10, 5
+SAMPLES, VARIANTS = 10, 5  # augmentation figure: digits, augmented versions of each
+DIGITS = 4                 # feature-map figures: the first test images
+ERRORS = 16                # confident-errors grid: at most this many, 4 per row
+BATCH = 1000               # forward pass of the test set, in chunks (memory, not results)
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def read_csv_columns(path: Path) -> dict[str, np.ndarray]:
-    """A small numeric CSV with a header row, as one float array per column."""
-    try:
-        lines = path.read_text().strip().splitlines()
-        names = lines[0].split(",")
-        values = np.array([[float(v) for v in line.split(",")] for line in lines[1:]], ndmin=2)
-    except (OSError, ValueError, IndexError) as error:
-        raise StageError(f"{path}: not a readable numeric CSV ({error})") from None
-    if values.size == 0:
-        raise StageError(f"{path}: has no rows")
-    return {name: values[:, i] for i, name in enumerate(names)}
-
-
 def save_figure(figure, path: Path) -> None:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
     with atomic_write(path) as handle:
         handle.write(buffer.getvalue())
-
-
-def curve(history: dict, columns: list[str], title: str, ylabel: str, log: bool = False):
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for column in columns:
-        axes.plot(history["epoch"], history[column], marker="o", markersize=3, label=column.replace("_", " "))
-    axes.set(title=title, xlabel="epoch", ylabel=ylabel)
-    if log:
-        axes.set_yscale("log")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    return figure
-
-
-def confusion_figure(actual: np.ndarray, predicted: np.ndarray):
-    counts = np.bincount(actual * 10 + predicted, minlength=100).reshape(10, 10)
-    figure, axes = plt.subplots(figsize=(6, 5.5))
-    # Log colours: the diagonal holds ~1000 per class, the errors a handful.
-    image = axes.imshow(np.log1p(counts), cmap="Blues")
-    for a in range(10):
-        for p in range(10):
-            if counts[a, p]:
-                axes.text(p, a, str(counts[a, p]), ha="center", va="center", fontsize=7,
-                          color="white" if counts[a, p] > counts.max() / 3 else "black")
-    axes.set(title=f"Confusion matrix ({int(np.trace(counts))}/{counts.sum()} correct)",
-             xlabel="predicted", ylabel="actual", xticks=range(10), yticks=range(10))
-    figure.colorbar(image, ax=axes, label="log(1 + count)")
-    return figure
 
 
 def augmentation_figure(images: np.ndarray, rng: np.random.Generator, options: dict, fill: float):
@@ -96,23 +65,137 @@ def augmentation_figure(images: np.ndarray, rng: np.random.Generator, options: d
     return figure
 
 
+def _diverging(axes, picture: np.ndarray):
+    """Red positive, blue negative, white zero: the sign of a weight or response matters."""
+    limit = float(np.abs(picture).max()) or 1.0
+    axes.imshow(picture, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def filters_figure(weight: np.ndarray):
+    """The conv1 kernels, one panel each.  Shape: ``weight: (C_out, 1, kH, kW)``."""
+    count = len(weight)
+    columns = min(count, 8)
+    rows = -(-count // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(1.1 * columns, 1.2 * rows + 0.4), squeeze=False)
+    for index, axes in enumerate(grid.flat):
+        if index < count:
+            _diverging(axes, weight[index, 0])
+            axes.set_title(f"filter {index}", fontsize=7)
+        else:
+            axes.axis("off")
+    figure.suptitle(f"conv1: {count} learned {weight.shape[2]}×{weight.shape[3]} filters", fontsize=10)
+    return figure
+
+
+def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str):
+    """Each row: a digit, then every channel of ``layer``'s output for it.
+
+    Shape: ``images: (N, 1, 28, 28)``, ``maps: (N, C, H, W)``.
+    """
+    count, channels = maps.shape[:2]
+    figure, grid = plt.subplots(count, channels + 1, figsize=(0.75 * (channels + 1), 0.8 * count + 0.4),
+                                squeeze=False)
+    for row in range(count):
+        grid[row, 0].imshow(images[row, 0], cmap="gray_r")
+        grid[row, 0].axis("off")
+        for channel in range(channels):
+            _diverging(grid[row, channel + 1], maps[row, channel])
+    grid[0, 0].set_title("input", fontsize=7)
+    for channel in range(channels):
+        grid[0, channel + 1].set_title(str(channel), fontsize=7)
+    figure.suptitle(f"{layer} feature maps ({maps.shape[2]}×{maps.shape[3]}, before activation and pooling)",
+                    fontsize=10)
+    return figure
+
+
+def confident_errors(probabilities: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the wrong predictions, most confident first (ties: lower index first).
+
+    Shape: ``probabilities: (N, classes)``, ``labels: (N,)``; returns ``(min(limit, errors),)``.
+    """
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probabilities[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:limit]
+
+
+def errors_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, indices: np.ndarray):
+    """The test digits at ``indices`` with true label, prediction and its probability."""
+    columns = 4
+    rows = max(1, -(-len(indices) // columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows + 0.4), squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, index in zip(grid.flat, indices):
+        predicted = int(probabilities[index].argmax())
+        axes.imshow(images[index, 0], cmap="gray_r")
+        axes.set_title(f"true {labels[index]}, pred {predicted}\np = {probabilities[index, predicted]:.3f}",
+                       fontsize=8)
+    title = "Most confident wrong test predictions" if len(indices) else "No wrong test predictions"
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def per_class_figure(recall: np.ndarray):
+    """Bar per digit: the fraction of its test images classified correctly (its recall).
+
+    Shape: ``recall: (classes,)`` in [0, 1].
+    """
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    classes = np.arange(len(recall))
+    bars = axes.bar(classes, 100 * recall, color="#4c72b0")
+    for bar, value in zip(bars, recall):
+        axes.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=7)
+    low = max(0.0, float(np.floor(100 * recall.min())) - 1)  # zoom in: the differences are small
+    axes.set(title="Test accuracy per class", xlabel="true digit", ylabel="correct (%)", xticks=classes,
+             ylim=(low, 100.6))
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
+    """Softmax outputs of ``model`` in eval mode.  Shape: ``images: (N, 1, 28, 28)`` -> ``(N, classes)``."""
+    model.eval()
+    return np.concatenate([nn.softmax(model.forward(images[start:start + BATCH]).astype(np.float64))
+                           for start in range(0, len(images), BATCH)])
+
+
+def read_recall(path: Path) -> np.ndarray:
+    """Per-class recall (= accuracy on that class's images) from evaluate's metrics."""
+    try:
+        per_class = json.loads(path.read_text())["per_class"]
+        return np.array([per_class[str(c)]["recall"] for c in range(len(per_class))])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StageError(f"{path}: expected evaluate's metrics with per_class recall ({error!r})") from None
+
+
 @app.command()
 def main() -> None:
     """Draw every plot into plots/."""
     params = load_stage_params("plot", SPEC)
-    history = read_csv_columns(HISTORY)
-    confusion = read_csv_columns(CONFUSION)
-    save_figure(curve(history, ["train_loss", "val_loss"], "Cross-entropy loss", "loss", log=True), PLOTS / "loss.png")
-    save_figure(curve(history, ["train_accuracy", "val_accuracy"], "Accuracy", "accuracy"), PLOTS / "accuracy.png")
-    save_figure(curve(history, ["lr"], "Learning rate", "lr"), PLOTS / "learning_rate.png")
-    save_figure(confusion_figure(confusion["actual"].astype(np.int64), confusion["predicted"].astype(np.int64)),
-                PLOTS / "confusion.png")
+    if not MODEL.exists():
+        raise StageError(f"{MODEL}: no trained model (run the train stage first)")
     train = read_split(TRAIN)
     fill = (0.0 - train.metadata["mean"]) / train.metadata["std"]
     rng = np.random.default_rng(params["train.seed"])
     save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
                 PLOTS / "augmented.png")
-    print(f"wrote {len(list(PLOTS.glob('*.png')))} plots to {PLOTS}/")
+
+    model, _ = nn.load_model(MODEL)
+    test = read_split(TEST)
+    save_figure(filters_figure(model.conv1.params["weight"]), PLOTS / "conv1_filters.png")
+    model.eval()
+    _, maps = model.forward_collect(test.images[:DIGITS], ["conv1", "conv2"])
+    for layer, layer_maps in maps.items():
+        save_figure(feature_maps_figure(test.images[:DIGITS], layer_maps, layer), PLOTS / f"{layer}_maps.png")
+    probabilities = predict_probabilities(model, test.images)
+    worst = confident_errors(probabilities, test.labels, ERRORS)
+    save_figure(errors_figure(test.images, test.labels, probabilities, worst), PLOTS / "confident_errors.png")
+    save_figure(per_class_figure(read_recall(EVAL)), PLOTS / "per_class_accuracy.png")
+    print(f"wrote {len(FIGURES)} plots to {PLOTS}/")
 
 
 if __name__ == "__main__":

@@ -257,3 +257,15 @@ def test_saved_model_files_are_byte_identical_for_identical_weights(tmp_path):
     loaded, _ = nn.load_model(tmp_path / "b.npz")
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(loaded.state_dict()[name], value)
+
+
+def test_forward_collect_returns_forward_and_the_named_layer_outputs():
+    model = small_model(channels=(3, 5)).eval()
+    x = mnist_like(np.random.default_rng(1), 4)
+    output, maps = model.forward_collect(x, ["conv2", "conv1"])
+    assert list(maps) == ["conv2", "conv1"]
+    assert maps["conv1"].shape == (4, 3, 28, 28) and maps["conv2"].shape == (4, 5, 10, 10)
+    np.testing.assert_array_equal(output, model.forward(x))
+    np.testing.assert_array_equal(maps["conv1"], model.conv1.forward(x))
+    with pytest.raises(KeyError, match="conv9"):
+        model.forward_collect(x, ["conv9"])

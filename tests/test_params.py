@@ -9,7 +9,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from stages.common.errors import StageError
-from stages.common.params import Choice, Float, Int, declared_params, load_stage_params
+from stages.common.params import Choice, Float, declared_params, load_stage_params
+from stages.normalize import SPEC as NORMALIZE_SPEC
 from tests.params_file import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_changing_lr_reaches_train_but_not_fetch_or_normalize():
     declared = {stage: declared_params(stage, ROOT) for stage in STAGES}
     readers = {s for s, keys in declared.items()
                if any("train.lr" == d or "train.lr".startswith(d + ".") for d in keys)}
-    assert readers == {"train"}
+    assert readers == {"train", "evaluate"}  # evaluate only lists them in the model card
 
 
 @pytest.fixture
@@ -81,27 +82,27 @@ def test_a_typo_in_params_yaml_is_refused(project):
 
 
 def test_reading_an_undeclared_key_is_an_error(project):
-    params = load_stage_params("evaluate", {"evaluate.batch_size": Int(min=1)}, root=project)
+    params = load_stage_params("normalize", NORMALIZE_SPEC, root=project)
     with pytest.raises(KeyError, match="not declared"):
         params["train.lr"]
 
 
 def test_a_spec_key_dvc_yaml_does_not_declare_is_refused(project):
-    spec = {"evaluate.batch_size": Int(min=1), "train.lr": Float(gt=0)}
+    spec = {**NORMALIZE_SPEC, "train.lr": Float(gt=0)}
     with pytest.raises(StageError, match="reads train.lr but does not declare it"):
-        load_stage_params("evaluate", spec, root=project)
+        load_stage_params("normalize", spec, root=project)
 
 
 def test_a_declared_key_the_stage_never_reads_is_refused(project):
-    with pytest.raises(StageError, match="declares evaluate.batch_size but never reads it"):
-        load_stage_params("evaluate", {}, root=project)
+    with pytest.raises(StageError, match="declares normalize.val_size.* but never reads it"):
+        load_stage_params("normalize", {}, root=project)
 
 
 def test_missing_param_is_named(project):
-    text = (project / "params.yaml").read_text().replace("  batch_size: 1000\n", "")
+    text = re.sub(r"\n  val_size: 5000[^\n]*", "", (project / "params.yaml").read_text())
     (project / "params.yaml").write_text(text)
-    with pytest.raises(StageError, match="missing param evaluate.batch_size"):
-        load_stage_params("evaluate", {"evaluate.batch_size": Int(min=1)}, root=project)
+    with pytest.raises(StageError, match="missing param normalize.val_size"):
+        load_stage_params("normalize", NORMALIZE_SPEC, root=project)
 
 
 def test_yaml_1_2_floats_like_dvc(project):

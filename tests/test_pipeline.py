@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stages.plot import FIGURES
 from tests.params_file import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def test_every_output_is_there_and_sane(repo):
     assert correct / 2000 == pytest.approx(evaluation["test_accuracy"])
 
     pngs = sorted(p.name for p in (repo / "plots").glob("*.png"))
-    assert pngs == ["accuracy.png", "augmented.png", "confusion.png", "learning_rate.png", "loss.png"]
+    assert pngs == sorted(FIGURES)
     assert all((repo / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert not (repo / "checkpoints/train.npz").exists()  # removed once training succeeded
 
