@@ -7,25 +7,24 @@ row per test image, the input of DVC's ``confusion`` plot template).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import typer
 
-import nn
 from nn.training import evaluate
 from stages.common.atomic import write_json, write_text
 from stages.common.cli import run
 from stages.common.dataset import read_split
 from stages.common.errors import StageError
+from stages.common.model_files import MODELS, read_model
+from stages.common.outputs import staged_outputs
 from stages.common.params import Int, load_stage_params
 
-MODEL = Path("models/model.npz")
-PREPROCESSING = Path("models/preprocessing.json")
 TEST = Path("data/prepared/test.parquet")
 METRICS = Path("metrics/eval.json")
 CONFUSION = Path("metrics/confusion.csv")
+OUTPUTS = (CONFUSION, METRICS)  # as dvc.yaml declares them: swapped in together
 SPEC = {"evaluate.batch_size": Int(min=1, max=100_000)}
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -51,19 +50,20 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, dict[str, float]]:
 def main() -> None:
     """Evaluate models/model.npz on the test split."""
     params = load_stage_params("evaluate", SPEC)
-    if not MODEL.exists():
-        raise StageError(f"{MODEL}: no trained model (run the train stage first)")
-    model, _ = nn.load_model(MODEL)
-    expected = json.loads(PREPROCESSING.read_text())
+    model, _, expected = read_model(MODELS)
     test = read_split(TEST)
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
         raise StageError(f"{TEST}: normalized with mean/std {test.metadata['mean']}/{test.metadata['std']}, "
-                         f"but {MODEL} was trained with {expected['mean']}/{expected['std']}")
-    loss, accuracy, predictions = evaluate(model, test.images, test.labels, batch_size=params["evaluate.batch_size"])
-    confusion = confusion_matrix(test.labels, predictions)
-    write_text(CONFUSION, "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(test.labels, predictions)))
-    write_json(METRICS, {"test_accuracy": accuracy, "test_loss": loss, "test_images": int(len(test.labels)),
-                         "per_class": per_class_scores(confusion)})
+                         f"but {MODELS} was trained with {expected['mean']}/{expected['std']}")
+    with staged_outputs("evaluate", OUTPUTS, params) as staged:
+        loss, accuracy, predictions = evaluate(model, test.images, test.labels,
+                                               batch_size=params["evaluate.batch_size"])
+        confusion = confusion_matrix(test.labels, predictions)
+        write_text(staged.path(CONFUSION),
+                   "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(test.labels, predictions)))
+        write_json(staged.path(METRICS), {"test_accuracy": accuracy, "test_loss": loss,
+                                          "test_images": int(len(test.labels)),
+                                          "per_class": per_class_scores(confusion)})
     print(f"test accuracy {accuracy:.4f} ({int((predictions != test.labels).sum())} errors "
           f"in {len(test.labels)} images), test loss {loss:.4f}")
 

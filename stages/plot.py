@@ -1,7 +1,8 @@
 """Stage plot: draw the training curves, the confusion matrix and what augmentation does.
 
 Reads metrics/history.csv, metrics/confusion.csv and data/prepared/train.parquet; writes
-PNGs to plots/ (written atomically; ``dvc plots show`` also renders them).
+PNGs to plots/ (all built in a staging area, then swapped in together; ``dvc plots show``
+also renders them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from stages.common.atomic import atomic_write  # noqa: E402
 from stages.common.cli import run  # noqa: E402
 from stages.common.dataset import read_split  # noqa: E402
 from stages.common.errors import StageError  # noqa: E402
+from stages.common.outputs import staged_outputs  # noqa: E402
 from stages.common.params import Int, load_stage_params  # noqa: E402
 from stages.common.train_spec import AUGMENT_SPEC, augment_kwargs  # noqa: E402
 
@@ -102,17 +104,22 @@ def main() -> None:
     params = load_stage_params("plot", SPEC)
     history = read_csv_columns(HISTORY)
     confusion = read_csv_columns(CONFUSION)
-    save_figure(curve(history, ["train_loss", "val_loss"], "Cross-entropy loss", "loss", log=True), PLOTS / "loss.png")
-    save_figure(curve(history, ["train_accuracy", "val_accuracy"], "Accuracy", "accuracy"), PLOTS / "accuracy.png")
-    save_figure(curve(history, ["lr"], "Learning rate", "lr"), PLOTS / "learning_rate.png")
-    save_figure(confusion_figure(confusion["actual"].astype(np.int64), confusion["predicted"].astype(np.int64)),
-                PLOTS / "confusion.png")
     train = read_split(TRAIN)
-    fill = (0.0 - train.metadata["mean"]) / train.metadata["std"]
-    rng = np.random.default_rng(params["train.seed"])
-    save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
-                PLOTS / "augmented.png")
-    print(f"wrote {len(list(PLOTS.glob('*.png')))} plots to {PLOTS}/")
+    with staged_outputs("plot", [PLOTS], params) as staged:
+        out = staged.path(PLOTS)
+        out.mkdir()
+        save_figure(curve(history, ["train_loss", "val_loss"], "Cross-entropy loss", "loss", log=True),
+                    out / "loss.png")
+        save_figure(curve(history, ["train_accuracy", "val_accuracy"], "Accuracy", "accuracy"), out / "accuracy.png")
+        save_figure(curve(history, ["lr"], "Learning rate", "lr"), out / "learning_rate.png")
+        save_figure(confusion_figure(confusion["actual"].astype(np.int64), confusion["predicted"].astype(np.int64)),
+                    out / "confusion.png")
+        fill = (0.0 - train.metadata["mean"]) / train.metadata["std"]
+        rng = np.random.default_rng(params["train.seed"])
+        save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
+                    out / "augmented.png")
+        count = len(list(out.glob("*.png")))
+    print(f"wrote {count} plots to {PLOTS}/")
 
 
 if __name__ == "__main__":
