@@ -25,11 +25,21 @@ import time
 import traceback
 from pathlib import Path
 
-import click
 import typer
 
 from stages.common.errors import StageError
 
+try:  # Typer >= 0.2x vendors Click as typer._click; older ones raise Click's own exceptions
+    from typer._click import ClickException as _VendoredClickException
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    _VendoredClickException = None
+try:
+    import click
+except ImportError:  # pragma: no cover
+    click = None
+
+USAGE_ERRORS = tuple(e for e in (_VendoredClickException, click and click.ClickException) if e)
+ABORTS = tuple(e for e in (typer.Abort, click and click.exceptions.Abort) if e)
 DEBUG_ENV = "LENET_DEBUG"
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -78,10 +88,10 @@ def run(app: typer.Typer) -> None:
     except KeyboardInterrupt:  # a SIGINT that arrived before our handler was installed
         print(f"{name}: interrupted (SIGINT)", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
-    except click.exceptions.Abort:  # Typer's EOFError on a prompt
+    except ABORTS:  # Typer's EOFError on a prompt
         print(f"{name}: aborted", file=sys.stderr)
         raise SystemExit(1) from None
-    except click.ClickException as error:  # usage errors (bad options) format themselves
+    except USAGE_ERRORS as error:  # usage errors (bad options) format themselves
         error.show()
         raise SystemExit(error.exit_code) from None
     except StageError as error:
