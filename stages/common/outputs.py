@@ -8,7 +8,7 @@ existing output is renamed into ``old/``, its new version renamed into place. So
 interrupted or failed stage leaves the previous outputs whole and never a temporary file
 inside an output directory.
 
-The swap is a few renames with SIGINT/SIGTERM/SIGHUP held back, after a ``SWAP`` journal
+The swap is a few renames with SIGINT/SIGTERM/SIGHUP held back until it ends, after a ``SWAP`` journal
 is written. A SIGKILL inside that window (microseconds) can leave some outputs new and some
 old; ``dvc status`` then reports them modified, and the next stage run rolls the journal
 forward. A rename that fails (a read-only directory) rolls the outputs already swapped
@@ -34,7 +34,7 @@ from pathlib import Path
 STAGING_ROOT = Path(".stage-tmp")
 JOURNAL = "SWAP"
 FAULT_ENV = "LENET_FAULT_AT"
-_BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def fault_point(name: str) -> None:
@@ -116,15 +116,36 @@ def _check_writable(outputs: Sequence[Path]) -> None:
                 raise OSError(13, f"not writable, so {output} cannot be replaced", str(place))
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP back for the block, then deliver the first that came.
+
+    Python-level handlers, not a signal mask: Python runs handlers in the main thread
+    whichever thread the kernel picked, so only this defers them reliably.
+    """
+    received: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in _HELD}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
 def _swap(area: Path, outputs: Sequence[Path]) -> None:
     """Rename every staged output into place, all or (on an error) none."""
     _check_writable(outputs)
-    journal = area / JOURNAL
-    with open(journal, "w") as handle:
-        json.dump([str(o) for o in outputs], handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+    with _signals_held():
+        with open(area / JOURNAL, "w") as handle:  # from here on, a next run rolls forward
+            json.dump([str(o) for o in outputs], handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _rename_all(area, outputs)
+
+
+def _rename_all(area: Path, outputs: Sequence[Path]) -> None:
     swapped: list[int] = []
     try:
         for index, output in enumerate(outputs):
@@ -141,7 +162,7 @@ def _swap(area: Path, outputs: Sequence[Path]) -> None:
             swapped.append(index)
             if index == 0:
                 fault_point("swap")
-    except OSError:
+    except BaseException:
         for index in reversed(swapped):  # put the previous outputs back, whole
             output = outputs[index]
             os.rename(output, area / "new" / output)
@@ -149,8 +170,7 @@ def _swap(area: Path, outputs: Sequence[Path]) -> None:
                 os.rename(_old(area, index), output)
         raise
     finally:
-        journal.unlink(missing_ok=True)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        (area / JOURNAL).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -182,7 +202,8 @@ def staged_outputs(stage: str, outputs: Sequence[str | os.PathLike], params=None
             params.check_unchanged()
         _swap(area, outputs)
     finally:
-        shutil.rmtree(area, ignore_errors=True)
+        if not (area / JOURNAL).exists():  # else a swap failed half-way: the next run finishes it
+            shutil.rmtree(area, ignore_errors=True)
         with contextlib.suppress(OSError):
             STAGING_ROOT.rmdir()  # only if empty: other runs may be staging
 
