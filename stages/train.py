@@ -126,25 +126,17 @@ def close(trainer: Trainer) -> None:
         trainer.model.close()
 
 
-def resume(trainer: Trainer, rng, run_fingerprint: str):
-    """The TrainState of a matching, readable checkpoint, or None (start over)."""
+def matching_checkpoint(run_fingerprint: str) -> bool:
+    """Whether CHECKPOINT exists and belongs to this run; if it exists but not, says why."""
     if not CHECKPOINT.exists():
-        return None
+        return False
     stored = checkpoint.read_fingerprint(CHECKPOINT)
     if stored is None:
         print(f"ignoring {CHECKPOINT}: unreadable (corrupt or truncated); starting over", file=sys.stderr)
-        return None
-    if stored != run_fingerprint:
+    elif stored != run_fingerprint:
         print(f"ignoring {CHECKPOINT}: it belongs to other params, data or code; starting over",
               file=sys.stderr)
-        return None
-    try:
-        return checkpoint.load_checkpoint(CHECKPOINT, model=trainer.model, optimizer=trainer.optimizer,
-                                          rng=rng, early_stopping=trainer.early_stopping)
-    except Exception as error:  # noqa: BLE001 - any damage: say so in one line and start over
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        print(f"ignoring {CHECKPOINT}: corrupt ({reason}); starting over", file=sys.stderr)
-        return None
+    return stored == run_fingerprint
 
 
 @app.command()
@@ -162,18 +154,23 @@ def main() -> None:
         return rng, build_trainer(params, rng, fill=background, on_batch=progress.on_batch)
 
     progress = EpochProgress(params["train.epochs"])
+    run_fingerprint = checkpoint.fingerprint(
+        dict(params), [DATA / "train.parquet", DATA / "val.parquet", *NN_SOURCES])
     with staged_outputs("train", OUTPUTS, params) as staged:
         rng, trainer = fresh()
-        run_fingerprint = checkpoint.fingerprint(
-            dict(params), [DATA / "train.parquet", DATA / "val.parquet", *NN_SOURCES])
         try:
-            state = resume(trainer, rng, run_fingerprint)
-            if state is None and CHECKPOINT.exists():  # a failed load may have half-filled them
-                close(trainer)
-                rng, trainer = fresh()
-            if state is not None:
-                progress.epochs_done = state.epochs_done
-                print(f"resuming from {CHECKPOINT} after epoch {state.epochs_done}", file=sys.stderr)
+            state = None
+            if matching_checkpoint(run_fingerprint):
+                try:
+                    state = checkpoint.load_checkpoint(CHECKPOINT, model=trainer.model, optimizer=trainer.optimizer,
+                                                       rng=rng, early_stopping=trainer.early_stopping)
+                    progress.epochs_done = state.epochs_done
+                    print(f"resuming from {CHECKPOINT} after epoch {state.epochs_done}", file=sys.stderr)
+                except Exception as error:  # noqa: BLE001 - any damage: one line, and start over
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    print(f"ignoring {CHECKPOINT}: corrupt ({reason}); starting over", file=sys.stderr)
+                    close(trainer)  # the failed load may have filled some of its state
+                    rng, trainer = fresh()
 
             def on_epoch_end(state) -> None:
                 progress.epoch_done(state.history[-1])
