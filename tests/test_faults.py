@@ -191,6 +191,29 @@ def test_unknown_option_is_a_usage_error_with_exit_2():
     assert "Traceback" not in result.stderr and "done" not in result.stderr
 
 
+UNEXPECTED = """
+import sys, typer
+from stages.common.cli import run
+sys.argv = ["stages/demo.py"]
+app = typer.Typer()
+@app.command()
+def main():
+    raise RuntimeError("boom\\nsecond line")
+run(app)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_an_unexpected_error_is_one_line_with_a_hint_or_the_traceback_on_demand(debug):
+    result = subprocess.run([sys.executable, "-c", UNEXPECTED], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, LENET_DEBUG=debug))
+    assert result.returncode == 1 and "done" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "error: unexpected RuntimeError: boom (rerun with LENET_DEBUG=1 to see the traceback)"
+    assert ("Traceback" in result.stderr) == bool(debug)
+
+
 # --- interruptions at every stage --------------------------------------------------------
 
 
