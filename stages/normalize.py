@@ -22,6 +22,7 @@ from stages.common.cli import run
 from stages.common.dataset import pixel_mean_std, write_split
 from stages.common.errors import StageError
 from stages.common.idx import NUM_CLASSES, LabelledImages, read_labelled_images
+from stages.common.outputs import staged_outputs
 from stages.common.params import PARAMS_FILE, Int, load_stage_params
 
 RAW_DIR = Path("data/raw")
@@ -138,8 +139,9 @@ app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 def main() -> None:
     """Write data/prepared/{train,val,test}.parquet from data/raw (params: normalize.*)."""
     params = load_stage_params("normalize", SPEC)
-    summary = prepare(RAW_DIR, OUT_DIR, val_size=params["normalize.val_size"],
-                      seed=params["normalize.seed"], limit=params["normalize.limit"] or None)
+    with staged_outputs("normalize", [OUT_DIR], params) as staged:  # all three splits, or none
+        summary = prepare(RAW_DIR, staged.path(OUT_DIR), val_size=params["normalize.val_size"],
+                          seed=params["normalize.seed"], limit=params["normalize.limit"] or None)
     sizes = ", ".join(f"{name} {size}" for name, size in summary["sizes"].items())
     print(f"normalize: {sizes}; train mean {summary['mean']:.4f}, std {summary['std']:.4f} -> {OUT_DIR}")
 

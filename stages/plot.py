@@ -1,9 +1,10 @@
 """Stage plot: draw what augmentation does and what the trained network does inside.
 
 Reads models/, data/prepared/train.parquet and test.parquet, and metrics/eval.json; writes
-PNGs to plots/ (each written atomically). The loss, accuracy, learning-rate and confusion
-figures are not drawn here: DVC draws them from metrics/*.csv (the top-level ``plots:`` of
-dvc.yaml), and only those can be compared across revisions with ``dvc plots diff``.
+PNGs to plots/ (all built in a staging area, then swapped in together). The loss, accuracy,
+learning-rate and confusion figures are not drawn here: DVC draws them from metrics/*.csv
+(the top-level ``plots:`` of dvc.yaml), and only those can be compared across revisions with
+``dvc plots diff``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from stages.common.atomic import atomic_write  # noqa: E402
 from stages.common.cli import run  # noqa: E402
 from stages.common.dataset import read_split  # noqa: E402
 from stages.common.errors import StageError  # noqa: E402
+from stages.common.model_files import MODELS, read_model  # noqa: E402
+from stages.common.outputs import staged_outputs  # noqa: E402
 from stages.common.params import Int, load_stage_params  # noqa: E402
 from stages.common.train_spec import AUGMENT_SPEC, augment_kwargs  # noqa: E402
 
-MODEL = Path("models/model.npz")
 TRAIN = Path("data/prepared/train.parquet")
 TEST = Path("data/prepared/test.parquet")
 EVAL = Path("metrics/eval.json")
@@ -176,25 +178,25 @@ def read_recall(path: Path) -> np.ndarray:
 def main() -> None:
     """Draw every plot into plots/."""
     params = load_stage_params("plot", SPEC)
-    if not MODEL.exists():
-        raise StageError(f"{MODEL}: no trained model (run the train stage first)")
     train = read_split(TRAIN)
-    fill = (0.0 - train.metadata["mean"]) / train.metadata["std"]
-    rng = np.random.default_rng(params["train.seed"])
-    save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
-                PLOTS / "augmented.png")
-
-    model, _ = nn.load_model(MODEL)
     test = read_split(TEST)
-    save_figure(filters_figure(model.conv1.params["weight"]), PLOTS / "conv1_filters.png")
-    model.eval()
-    _, maps = model.forward_collect(test.images[:DIGITS], ["conv1", "conv2"])
-    for layer, layer_maps in maps.items():
-        save_figure(feature_maps_figure(test.images[:DIGITS], layer_maps, layer), PLOTS / f"{layer}_maps.png")
-    probabilities = predict_probabilities(model, test.images)
-    worst = confident_errors(probabilities, test.labels, ERRORS)
-    save_figure(errors_figure(test.images, test.labels, probabilities, worst), PLOTS / "confident_errors.png")
-    save_figure(per_class_figure(read_recall(EVAL)), PLOTS / "per_class_accuracy.png")
+    model, _, _ = read_model(MODELS)
+    with staged_outputs("plot", [PLOTS], params) as staged:
+        out = staged.path(PLOTS)
+        out.mkdir()
+        fill = (0.0 - train.metadata["mean"]) / train.metadata["std"]
+        rng = np.random.default_rng(params["train.seed"])
+        save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
+                    out / "augmented.png")
+        save_figure(filters_figure(model.conv1.params["weight"]), out / "conv1_filters.png")
+        model.eval()
+        _, maps = model.forward_collect(test.images[:DIGITS], ["conv1", "conv2"])
+        for layer, layer_maps in maps.items():
+            save_figure(feature_maps_figure(test.images[:DIGITS], layer_maps, layer), out / f"{layer}_maps.png")
+        probabilities = predict_probabilities(model, test.images)
+        worst = confident_errors(probabilities, test.labels, ERRORS)
+        save_figure(errors_figure(test.images, test.labels, probabilities, worst), out / "confident_errors.png")
+        save_figure(per_class_figure(read_recall(EVAL)), out / "per_class_accuracy.png")
     print(f"wrote {len(FIGURES)} plots to {PLOTS}/")
 
 

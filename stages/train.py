@@ -10,9 +10,7 @@ interrupted run resume exactly where it stopped.
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +24,24 @@ from stages.common.atomic import write_json, write_text
 from stages.common.cli import run
 from stages.common.dataset import read_split
 from stages.common.errors import StageError
+from stages.common.model_files import MODELS, write_model
+from stages.common.outputs import staged_outputs
 from stages.common.params import load_stage_params
 from stages.common.progress import EpochProgress
 from stages.common.train_spec import TRAIN_SPEC, augment_kwargs, check_train_consistency
 
 DATA = Path("data/prepared")
-MODELS = Path("models")
 METRICS = Path("metrics/train.json")
 HISTORY = Path("metrics/history.csv")
 CHECKPOINT = Path("checkpoints/train.npz")
 NN_SOURCES = sorted(Path(nn.__file__).parent.glob("*.py"))  # code that shapes the run
+OUTPUTS = (MODELS, HISTORY, METRICS)  # as dvc.yaml declares them: swapped in together
+NUM_CLASSES = 10
+# A network whose best validation accuracy is within 1.5x of guessing (0.15 for 10 classes)
+# has learned nothing: too large a learning rate saturates sigmoid/tanh units without ever
+# making the loss NaN. Even one epoch on a 1,500-image subset reaches > 0.5, so no real
+# run comes near this; a threshold in code, not params, because it is a sanity check.
+CHANCE_FACTOR = 1.5
 # No wall-clock column: a tracked output must be a pure function of code, data and params
 # (the console shows each epoch's time instead).
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
@@ -54,7 +60,7 @@ def model_config(params) -> dict:
         "channels": list(params["train.channels"]),
         "hidden": list(params["train.hidden"]),
         "dropout": params["train.dropout"],
-        "num_classes": 10,
+        "num_classes": NUM_CLASSES,
     }
 
 
@@ -90,20 +96,12 @@ def build_trainer(params, rng: np.random.Generator, fill: float, on_batch=None):
                    loss_fn=nn.SoftmaxCrossEntropy(params["train.loss_reduction"]))
 
 
-def write_outputs(trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
-    """Model, metrics and history, each written atomically; the model directory swapped whole."""
+def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
+    """Model, metrics and history, into the staging area (swapped in together later)."""
     best = state.history[trainer.early_stopping.best_epoch - 1]
-    staging = Path(tempfile.mkdtemp(dir=".", prefix=".models-"))
-    try:
-        nn.save_model(trainer.model, config, staging / "model.npz")
-        write_json(staging / "preprocessing.json", preprocessing)
-        if MODELS.exists():
-            shutil.rmtree(MODELS)
-        staging.rename(MODELS)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    write_text(HISTORY, history_csv(state.history))
-    write_json(METRICS, {
+    write_model(staged.path(MODELS), trainer.model, config, preprocessing)
+    write_text(staged.path(HISTORY), history_csv(state.history))
+    write_json(staged.path(METRICS), {
         "best_epoch": best["epoch"],
         "epochs_run": state.epochs_done,
         "stop_reason": state.stop_reason,
@@ -113,6 +111,35 @@ def write_outputs(trainer: Trainer, state, config: dict, preprocessing: dict) ->
         "val_accuracy": best["val_accuracy"],
         "parameters": int(sum(p.size for p in trainer.model.parameters())),
     })
+
+
+def check_learned(best: dict) -> None:
+    """Raise StageError if the best validation accuracy is at chance level (see CHANCE_FACTOR)."""
+    chance = 1 / NUM_CLASSES
+    if best["val_accuracy"] <= CHANCE_FACTOR * chance:
+        raise StageError(
+            f"training learned nothing: best validation accuracy {best['val_accuracy']:.4f} (epoch "
+            f"{best['epoch']}) is at chance level (<= {CHANCE_FACTOR * chance:.2f} for {NUM_CLASSES} "
+            "classes); try a smaller train.lr or another train.init; the previous model is kept")
+
+
+def close(trainer: Trainer) -> None:
+    """Stop the worker processes of a data-parallel model (nothing for a plain one)."""
+    if isinstance(trainer.model, nn.DataParallel):
+        trainer.model.close()
+
+
+def matching_checkpoint(run_fingerprint: str) -> bool:
+    """Whether CHECKPOINT exists and belongs to this run; if it exists but not, says why."""
+    if not CHECKPOINT.exists():
+        return False
+    stored = checkpoint.read_fingerprint(CHECKPOINT)
+    if stored is None:
+        print(f"ignoring {CHECKPOINT}: unreadable (corrupt or truncated); starting over", file=sys.stderr)
+    elif stored != run_fingerprint:
+        print(f"ignoring {CHECKPOINT}: it belongs to other params, data or code; starting over",
+              file=sys.stderr)
+    return stored == run_fingerprint
 
 
 @app.command()
@@ -125,42 +152,47 @@ def main() -> None:
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
     background = (0.0 - mean) / std  # what a blank pixel looks like after normalization
 
-    rng = np.random.default_rng(params["train.seed"])
-    progress = EpochProgress(params["train.epochs"])
-    trainer = build_trainer(params, rng, fill=background, on_batch=progress.on_batch)
+    def fresh():
+        rng = np.random.default_rng(params["train.seed"])
+        return rng, build_trainer(params, rng, fill=background, on_batch=progress.on_batch)
 
+    progress = EpochProgress(params["train.epochs"])
     run_fingerprint = checkpoint.fingerprint(
         dict(params), [DATA / "train.parquet", DATA / "val.parquet", *NN_SOURCES])
-    state = None
-    if CHECKPOINT.exists():
-        if checkpoint.read_fingerprint(CHECKPOINT) == run_fingerprint:
-            state = checkpoint.load_checkpoint(CHECKPOINT, model=trainer.model, optimizer=trainer.optimizer,
-                                               rng=rng, early_stopping=trainer.early_stopping)
-            progress.epochs_done = state.epochs_done
-            print(f"resuming from {CHECKPOINT} after epoch {state.epochs_done}", file=sys.stderr)
-        else:
-            print(f"ignoring {CHECKPOINT}: it belongs to other params, data or code; starting over",
-                  file=sys.stderr)
+    with staged_outputs("train", OUTPUTS, params) as staged:
+        rng, trainer = fresh()
+        try:
+            state = None
+            if matching_checkpoint(run_fingerprint):
+                try:
+                    state = checkpoint.load_checkpoint(CHECKPOINT, model=trainer.model, optimizer=trainer.optimizer,
+                                                       rng=rng, early_stopping=trainer.early_stopping)
+                    progress.epochs_done = state.epochs_done
+                    print(f"resuming from {CHECKPOINT} after epoch {state.epochs_done}", file=sys.stderr)
+                except Exception as error:  # noqa: BLE001 - any damage: one line, and start over
+                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                    print(f"ignoring {CHECKPOINT}: corrupt ({reason}); starting over", file=sys.stderr)
+                    close(trainer)  # the failed load may have filled some of its state
+                    rng, trainer = fresh()
 
-    def on_epoch_end(state) -> None:
-        progress.epoch_done(state.history[-1])
-        checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint=run_fingerprint, model=trainer.model,
-                                   optimizer=trainer.optimizer, rng=rng, state=state,
-                                   early_stopping=trainer.early_stopping)
+            def on_epoch_end(state) -> None:
+                progress.epoch_done(state.history[-1])
+                checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint=run_fingerprint, model=trainer.model,
+                                           optimizer=trainer.optimizer, rng=rng, state=state,
+                                           early_stopping=trainer.early_stopping)
 
-    try:
-        with progress:
-            state = trainer.fit((train_split.images, train_split.labels),
-                                (val_split.images, val_split.labels),
-                                epochs=params["train.epochs"], state=state, on_epoch_end=on_epoch_end)
-    except TrainingDiverged as error:
-        raise StageError(str(error)) from None
-    finally:
-        if isinstance(trainer.model, nn.DataParallel):
-            trainer.model.close()
-    write_outputs(trainer, state, model_config(params), {"mean": mean, "std": std})
+            with progress:
+                state = trainer.fit((train_split.images, train_split.labels),
+                                    (val_split.images, val_split.labels),
+                                    epochs=params["train.epochs"], state=state, on_epoch_end=on_epoch_end)
+            best = state.history[trainer.early_stopping.best_epoch - 1]
+            check_learned(best)
+            write_outputs(staged, trainer, state, model_config(params), {"mean": mean, "std": std})
+        except TrainingDiverged as error:
+            raise StageError(str(error)) from None
+        finally:
+            close(trainer)
     CHECKPOINT.unlink(missing_ok=True)
-    best = state.history[trainer.early_stopping.best_epoch - 1]
     print(f"{state.stop_reason}; best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}, "
           f"val loss {best['val_loss']:.4f}")
 

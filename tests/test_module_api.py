@@ -1,5 +1,6 @@
 """The Module API contract: names, state dicts, train/eval, and model files."""
 
+import io
 import json
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 import nn
 from tests.synthetic import mnist_like
-from nn.serialization import config_path, load_model, save_model
+from nn.serialization import load_model, save_model
 
 EXPECTED_NAMES = [
     "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias",
@@ -154,33 +155,37 @@ def test_same_seed_same_weights_and_init_scale():
     assert np.all(small_model(seed=7).fc1.params["bias"] == 0)
 
 
-def test_save_load_round_trip(tmp_path):
+def _save(model, config) -> tuple[io.BytesIO, io.StringIO]:
+    weights, config_file = io.BytesIO(), io.StringIO()
+    save_model(model, config, weights, config_file)
+    weights.seek(0)
+    config_file.seek(0)
+    return weights, config_file
+
+
+def test_save_load_round_trip():
     config = {"activation": "tanh", "pool": "avg", "channels": (4, 8), "hidden": (32, 16),
               "init": "glorot_uniform", "dtype": np.float64}
     model = small_model(seed=5, **config)
-    path = tmp_path / "model.npz"
-    save_model(model, config, path)
-    assert json.loads(config_path(path).read_text())["dtype"] == "float64"
-    with np.load(path, allow_pickle=False) as archive:  # plain arrays, no pickle needed
+    weights, config_file = _save(model, config)
+    assert json.loads(config_file.getvalue())["dtype"] == "float64"
+    with np.load(io.BytesIO(weights.getvalue()), allow_pickle=False) as archive:  # plain arrays, no pickle needed
         assert sorted(archive.files) == sorted(n for n, _ in model.named_parameters())
-    loaded, loaded_config = load_model(path)
+    loaded, loaded_config = load_model(weights, config_file)
     assert loaded_config["channels"] == [4, 8]
     assert isinstance(loaded.act1, nn.Tanh) and isinstance(loaded.pool1, nn.AvgPool2d)
     for (name, a), (_, b) in zip(model.named_parameters(), loaded.named_parameters()):
         assert a.dtype == b.dtype == np.float64 and a.tobytes() == b.tobytes(), name
     x = np.random.default_rng(0).standard_normal((2, 1, 28, 28))
     assert np.array_equal(model(x), loaded(x))
-    assert list(tmp_path.iterdir()) and not list(tmp_path.glob(".*tmp"))  # no temp files left
 
 
-def test_load_model_rejects_weights_of_another_architecture(tmp_path):
-    path = tmp_path / "model.npz"
-    save_model(small_model(), {}, path)
-    config_path(path).write_text(json.dumps({"hidden": [64, 32]}))
+def test_load_model_rejects_weights_of_another_architecture():
+    weights, _ = _save(small_model(), {})
     with pytest.raises(ValueError, match="fc1.weight"):
-        load_model(path)
+        load_model(weights, io.StringIO(json.dumps({"hidden": [64, 32]})))
     with pytest.raises(ValueError, match="learning_rate"):
-        save_model(small_model(), {"learning_rate": 0.1}, path)
+        _save(small_model(), {"learning_rate": 0.1})
 
 
 def test_input_grad_false_skips_only_the_input_gradient():
@@ -247,14 +252,15 @@ def test_chunked_and_eval_mode_passes_give_the_same_numbers(monkeypatch, chunk_b
         np.testing.assert_allclose(g, reference[2][name], rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-def test_saved_model_files_are_byte_identical_for_identical_weights(tmp_path):
-    model = nn.lenet5(rng=np.random.default_rng(3))
-    nn.save_model(model, {"activation": "relu"}, tmp_path / "a.npz")
+def test_saved_model_files_are_byte_identical_for_identical_weights(monkeypatch):
     import time
-    time.sleep(2.1)  # zip timestamps have a 2-second resolution
-    nn.save_model(model, {"activation": "relu"}, tmp_path / "b.npz")
-    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
-    loaded, _ = nn.load_model(tmp_path / "b.npz")
+    model = nn.lenet5(rng=np.random.default_rng(3))
+    first, first_config = _save(model, {"activation": "relu"})
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # zip timestamps come from the clock
+    monkeypatch.setattr(time, "localtime", lambda *a: (2033, 5, 18, 3, 33, 20, 2, 138, 0))
+    second, second_config = _save(model, {"activation": "relu"})
+    assert first.getvalue() == second.getvalue() and first_config.getvalue() == second_config.getvalue()
+    loaded, _ = nn.load_model(second, second_config)
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(loaded.state_dict()[name], value)
 

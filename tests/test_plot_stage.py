@@ -14,6 +14,7 @@ from ruamel.yaml import YAML
 import nn
 from stages import evaluate, plot
 from stages.common.dataset import write_split
+from stages.common.model_files import write_model
 from tests.test_train_stage import toy_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +31,7 @@ def project(tmp_path, monkeypatch):
         write_split(tmp_path / f"data/prepared/{split}.parquet", pixels, labels, np.arange(n),
                     mean=0.2, std=0.35, info={"split": split})
     config = {"channels": [4, 8], "hidden": [16, 12]}
-    nn.save_model(nn.lenet5(rng=rng, **config), config, tmp_path / "models/model.npz")
-    (tmp_path / "models/preprocessing.json").write_text(json.dumps({"mean": 0.2, "std": 0.35}))
+    write_model(tmp_path / "models", nn.lenet5(rng=rng, **config), config, {"mean": 0.2, "std": 0.35})
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/train.json").write_text(json.dumps({
         "best_epoch": 2, "epochs_run": 3, "stop_reason": "completed 3 epochs", "parameters": 1234,

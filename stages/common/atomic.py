@@ -12,25 +12,35 @@ from typing import IO, Iterator
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception (or signal turned into one) the temporary file is removed and ``path``
+    is left untouched. The temporary file sits beside ``path``, so stages write only into
+    their staging area (:mod:`stages.common.outputs`), never into an output directory: a
+    SIGKILL can then leave a ``.*.tmp`` only where DVC does not look. The file gets the
+    permissions a plain ``open()`` would (``0666`` less the umask), like every output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)
+    tmp_name = None
     try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, mode) as handle:
+            os.chmod(tmp_name, 0o666 & ~current_umask())  # mkstemp makes it 0600
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+        if tmp_name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,33 +1,121 @@
-"""Run a stage's Typer app so that expected failures end in one clear line, not a traceback."""
+"""The one error boundary of every stage (and of the ``lenet`` command): how a run ends.
 
+=========================  ================================================  ==========
+what happened              what the user sees (stderr)                       exit code
+=========================  ================================================  ==========
+success                    ``<stage>: done in 1.2 s``                        0
+Ctrl-C / SIGTERM / SIGHUP  ``<stage>: interrupted (SIGINT)``                 128 + signal
+bad input (StageError)     ``error: <file or param>: <what was expected>``   1
+OSError                    ``error: <path>: <reason>``                       1
+usage error                Typer's usage message                             2
+``--help``                 the help                                          0
+anything else              ``error: unexpected <Type>: <message>`` + hint    1
+=========================  ================================================  ==========
+
+"done" is printed only when the command returned normally. Set ``LENET_DEBUG=1`` to get
+the full traceback of an unexpected error (or of any error) instead of one line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
-import click
 import typer
 
 from stages.common.errors import StageError
 
+try:  # Typer >= 0.2x vendors Click as typer._click; older ones raise Click's own exceptions
+    from typer._click import ClickException as _VendoredClickException
+except ImportError:  # pragma: no cover - depends on the installed Typer
+    _VendoredClickException = None
+try:
+    import click
+except ImportError:  # pragma: no cover
+    click = None
+
+USAGE_ERRORS = tuple(e for e in (_VendoredClickException, click and click.ClickException) if e)
+ABORTS = tuple(e for e in (typer.Abort, click and click.exceptions.Abort) if e)
+DEBUG_ENV = "LENET_DEBUG"
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread when a handled signal arrives.
+
+    A ``BaseException`` but not a ``KeyboardInterrupt``, so that neither ``except Exception``
+    in library code nor Typer's own Ctrl-C handling (which turns it into a return value)
+    swallows it before it reaches :func:`run`.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Interrupted`, so ``finally`` blocks run."""
+    for signum in HANDLED_SIGNALS:
+        signal.signal(signum, _raise_interrupted)
+
+
+def describe_os_error(error: OSError) -> str:
+    """``<path>: <reason>`` (both paths for a rename), or the error's text without a path."""
+    reason = error.strerror or str(error)
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
 
 def run(app: typer.Typer) -> None:
-    """Invoke ``app``; a :class:`StageError` prints ``error: <message>`` and exits with 1.
-
-    On success the stage's wall-clock time is printed, so a ``dvc repro`` log shows where the
-    minutes go.
-    """
+    """Invoke ``app`` and end the process as the table of this module says; never returns."""
+    name = Path(sys.argv[0]).stem  # python -m stages.train: .../stages/train.py -> train
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     started = time.perf_counter()
+    install_signal_handlers()
     try:
-        app(standalone_mode=False)
-        print(f"{Path(sys.argv[0]).stem}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    except StageError as error:
-        print(f"error: {error}", file=sys.stderr)
+        result = app(standalone_mode=False)
+    except Interrupted as interruption:
+        print(f"{name}: interrupted ({interruption})", file=sys.stderr)
+        raise SystemExit(128 + interruption.signum) from None
+    except KeyboardInterrupt:  # a SIGINT that arrived before our handler was installed
+        print(f"{name}: interrupted (SIGINT)", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
+    except ABORTS:  # Typer's EOFError on a prompt
+        print(f"{name}: aborted", file=sys.stderr)
         raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except typer.Exit as exit_:
-        raise SystemExit(exit_.exit_code) from None
-    except click.ClickException as error:  # usage errors (bad options) format themselves
+    except USAGE_ERRORS as error:  # usage errors (bad options) format themselves
         error.show()
         raise SystemExit(error.exit_code) from None
+    except StageError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except Exception as error:  # noqa: BLE001 - the boundary: one line, the traceback on demand
+        if debug:
+            traceback.print_exc()
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        print(f"error: unexpected {type(error).__name__}: {first_line} "
+              f"(rerun with {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
+    # Typer returns an exit code instead of raising when it stopped early: --help (0),
+    # Ctrl-C caught by Typer itself (130), an explicit typer.Exit. None means the command ran.
+    if result is not None:
+        if result == 128 + signal.SIGINT:
+            print(f"{name}: interrupted (SIGINT)", file=sys.stderr)
+        raise SystemExit(result)
+    print(f"{name}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    raise SystemExit(0)

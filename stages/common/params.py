@@ -222,12 +222,24 @@ def _lookup(tree: dict, key: str) -> Any:
     return node
 
 
+def _declared_values(tree: dict, declared: list[str]) -> dict[str, Any]:
+    """The values under the ``declared`` keys or sections of ``tree``, flattened."""
+    present = {}
+    for section in declared:
+        present.update(_flatten(_lookup(tree, section), section))
+    return present
+
+
 class StageParams(Mapping):
     """Read-only params of one stage; reading a key the stage did not declare is an error."""
 
-    def __init__(self, stage: str, values: dict[str, Any]):
+    def __init__(self, stage: str, values: dict[str, Any], *, root: Path | str = ".",
+                 declared: tuple[str, ...] = (), as_read: dict[str, Any] | None = None):
         self._stage = stage
         self._values = values
+        self._root = Path(root)
+        self._declared = tuple(declared)
+        self._as_read = as_read  # the declared sections as params.yaml held them, flattened
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -243,6 +255,23 @@ class StageParams(Mapping):
 
     def __len__(self) -> int:
         return len(self._values)
+
+    def check_unchanged(self) -> None:
+        """Raise StageError if params.yaml no longer holds the values this stage read.
+
+        Called just before a stage swaps its outputs in (:mod:`stages.common.outputs`): DVC
+        records the params it finds *after* the stage ends, so an edit made meanwhile (a
+        ``dvc exp run -S`` refused by the repro lock still rewrites params.yaml) would be
+        recorded for outputs made with the old values.
+        """
+        if self._as_read is None:
+            return
+        try:
+            now = _declared_values(_yaml_load(self._root / PARAMS_FILE) or {}, list(self._declared))
+        except StageError:
+            now = None
+        if now != self._as_read:
+            raise StageError(f"{PARAMS_FILE} changed while this stage ran; run again")
 
     def section(self, prefix: str) -> dict[str, Any]:
         """Keys under ``prefix.`` with the prefix stripped: ``section("train.augment")``."""
@@ -270,11 +299,9 @@ def load_stage_params(stage: str, spec: Mapping[str, Rule], root: Path | str = "
         raise StageError(f"{DVC_FILE}: stage {stage} declares {', '.join(unread)} but never reads it")
 
     tree = _yaml_load(root / PARAMS_FILE) or {}
-    present = {}
-    for section in declared:
-        present.update(_flatten(_lookup(tree, section), section))
+    present = _declared_values(tree, declared)
     unknown = sorted(key for key in present if key not in spec)
     if unknown:
         raise StageError(f"{PARAMS_FILE}: unknown param {unknown[0]} (stage {stage} knows: {', '.join(spec)})")
     values = {key: rule.check(key, _lookup(tree, key)) for key, rule in spec.items()}
-    return StageParams(stage, values)
+    return StageParams(stage, values, root=root, declared=tuple(declared), as_read=present)
