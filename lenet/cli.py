@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from lenet import report
 from stages.common.cli import run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -13,6 +14,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 @app.callback()
 def _group() -> None:
     """Keep ``lenet`` a command group even while it has a single sub-command."""
+
+
+app.command("report")(report.main)
 
 
 def main() -> None:
