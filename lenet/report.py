@@ -19,7 +19,8 @@ from lenet.curves import curves_figure, parse_history
 from stages.common.atomic import write_text
 from stages.common.errors import StageError
 from stages.evaluate import METRICS as EVAL_METRICS
-from stages.plot import HISTORY, save_figure
+from stages.plot import save_figure
+from stages.train import HISTORY
 
 CHART = "curves.png"
 REPORT = "report.md"
