@@ -111,7 +111,8 @@ def recall_changes(eval_diff: dict, threshold: float) -> list[tuple[str, float, 
         parts = key.split(".")
         if len(parts) == 3 and parts[0] == "per_class" and parts[2] == "recall":
             old, new = entry.get("old"), entry.get("new")
-            if old is not None and new is not None and abs(100 * (new - old)) > threshold:
+            # rounded so that a change of exactly the threshold is not above it by float noise
+            if old is not None and new is not None and round(abs(100 * (new - old)), 9) > threshold:
                 moved.append((parts[1], old, new))
     return sorted(moved, key=lambda item: (-abs(item[2] - item[1]), item[0]))
 
