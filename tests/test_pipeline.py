@@ -53,16 +53,21 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git + DVC copy of the project after one full ``dvc repro`` on the small subset."""
-    root = tmp_path_factory.mktemp("repo")
+def copy_project(root: Path) -> None:
+    """Copy the project's files (tracked, or new and not ignored) into ``root``: no outputs, no .git."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, root / name)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git + DVC copy of the project after one full ``dvc repro`` on the small subset."""
+    root = tmp_path_factory.mktemp("repo")
+    copy_project(root)
     set_params(root, SMALL)
     sh(root, "git", "init", "-q")
     sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")

@@ -1,0 +1,58 @@
+"""What a git revision (or the workspace) holds: its files, and DVC's params and metrics diffs.
+
+The review report compares two revisions; this module is its only contact with git and DVC.
+Both are run as subprocesses with ``--json`` output: the stable, documented interface of
+``dvc params diff`` and ``dvc metrics diff``, unlike the internals of ``dvc.repo.Repo``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stages.common.errors import StageError
+
+WORKSPACE = None  # a revision of None means the files on disk, as DVC's own diffs read it
+
+
+def label(rev: str | None) -> str:
+    """How a revision is named in the report: its name, or ``workspace``."""
+    return "workspace" if rev is WORKSPACE else rev
+
+
+def check_revision(rev: str, option: str) -> None:
+    """Raise a one-line :class:`StageError` unless ``rev`` names a commit of this repository."""
+    result = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StageError(f"{option} {rev}: not a commit of this git repository "
+                         "(in CI, check out with fetch-depth: 0 so the base branch exists)")
+
+
+def read_file(rev: str | None, path: Path) -> str | None:
+    """The text of ``path`` (relative to the repository root) at ``rev``; None if it is not there."""
+    if rev is WORKSPACE:
+        return path.read_text() if path.exists() else None
+    result = subprocess.run(["git", "show", f"{rev}:{path.as_posix()}"], capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def dvc_diff(kind: str, base: str, rev: str | None) -> dict:
+    """``dvc {kind} diff base [rev] --all --json``: {file: {key: {"old", "new", "diff"?}}}.
+
+    Keys of nested metrics come flattened (``per_class.3.recall``). A revision without the
+    file gives ``None`` for its side; DVC then exits 0 and warns on stderr, which is dropped
+    because the report says it in its own words.
+    """
+    command = [sys.executable, "-m", "dvc", kind, "diff", base, *([] if rev is WORKSPACE else [rev]),
+               "--all", "--json"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise StageError(f"dvc {kind} diff {base} {label(rev)} failed: {message}")
+    try:
+        return json.loads(result.stdout or "{}")
+    except json.JSONDecodeError as error:
+        raise StageError(f"dvc {kind} diff {base} {label(rev)}: output is not JSON ({error})") from None

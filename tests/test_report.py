@@ -1,0 +1,146 @@
+"""``lenet report``: its sentences, tables and chart, and its failures, without training anything."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lenet.curves import curves_figure, parse_history
+from lenet.report import accuracy_sentence, build_report, recall_changes
+from stages.common.errors import StageError
+
+ROOT = Path(__file__).resolve().parents[1]
+HISTORY = ("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr\n"
+           "1,0.9,0.7,0.5,0.85,0.05\n2,0.4,0.88,0.3,0.91,0.025\n")
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    (0.9940, 0.9947, "Test accuracy rose from 99.40% to 99.47% (+0.07 points, 7 fewer errors in 10,000)."),
+    (0.9947, 0.9940, "Test accuracy fell from 99.47% to 99.40% (-0.07 points, 7 more errors in 10,000)."),
+    (0.9952, 0.9952, "Test accuracy did not change: 99.52% (48 errors in 10,000)."),
+])
+def test_accuracy_sentence_says_the_change_in_points_and_errors(old, new, expected):
+    assert accuracy_sentence(old, new, 10_000, 10_000, "main", "workspace") == expected
+
+
+def test_accuracy_sentence_when_a_side_is_missing_or_sizes_differ():
+    assert accuracy_sentence(None, 0.9947, None, 10_000, "main", "workspace") == (
+        "Test accuracy of `workspace`: 99.47% (53 errors in 10,000). "
+        "`main` has no metrics/eval.json to compare with.")
+    assert "`workspace` has no test accuracy" in accuracy_sentence(0.99, None, 10_000, None, "main", "workspace")
+    assert "Neither `main` nor `workspace`" in accuracy_sentence(None, None, None, None, "main", "workspace")
+    assert accuracy_sentence(0.9, 0.99, 2_000, 10_000, "main", "workspace") == (
+        "Test accuracy rose from 90.00% to 99.00% (+9.00 points; on 2,000 and 10,000 test images, "
+        "so errors are not compared).")
+
+
+def test_recall_changes_above_the_threshold_largest_first():
+    diff = {
+        "per_class.3.recall": {"old": 0.980, "new": 0.990},       # +1.0 point
+        "per_class.7.recall": {"old": 0.990, "new": 0.9885},      # -0.15 point: not above 0.15
+        "per_class.5.recall": {"old": 0.2, "new": 0.2015},        # +0.15 point, a hair above in floats
+        "per_class.8.recall": {"old": 0.990, "new": 0.960},       # -3.0 points
+        "per_class.8.precision": {"old": 0.5, "new": 0.9},        # not a recall
+        "per_class.9.recall": {"old": None, "new": 0.9},          # nothing to compare
+        "test_accuracy": {"old": 0.9, "new": 0.8},
+    }
+    assert recall_changes(diff, 0.15) == [("8", 0.990, 0.960), ("3", 0.980, 0.990)]
+    assert recall_changes(diff, 5) == []
+
+
+def test_report_without_base_metrics_says_so_and_still_lists_the_new_values():
+    params = {"params.yaml": {"train.lr": {"old": 0.05, "new": 0.02, "diff": -0.03},
+                              "train.seed": {"old": 0, "new": 0, "diff": 0}}}
+    metrics = {"metrics/eval.json": {"test_accuracy": {"old": None, "new": 0.99},
+                                     "test_images": {"old": None, "new": 10000},
+                                     "per_class.0.recall": {"old": None, "new": 0.98}}}
+    report = build_report("main", "workspace", params, metrics, 0.15, ["workspace"], ["main"], None)
+    assert "`main` has no metrics/eval.json to compare with." in report
+    assert "| `train.lr` | 0.05 | 0.02 |" in report and "train.seed" not in report  # changed params only
+    assert "| metrics/eval.json | test_accuracy | — | 0.99 |  |" in report
+    assert "per_class" not in report  # per-class scores have their own section
+    assert "Not compared: `main` or `workspace` has no per-class scores" in report
+    assert "`main` has no metrics/history.csv: no curves for it." in report
+
+
+def test_chart_draws_both_revisions_train_and_val_on_loss_and_accuracy():
+    history = parse_history(HISTORY, "x")
+    figure = curves_figure({"main": history, "workspace": {**history, "val_loss": [0.6, 0.2]}})
+    for axes in figure.axes:
+        assert [t.get_text() for t in axes.get_legend().get_texts()] == [
+            "main train", "main val", "workspace train", "workspace val"]
+    loss, _ = figure.axes
+    assert [list(line.get_ydata()) for line in loss.get_lines()] == [
+        [0.9, 0.4], [0.5, 0.3], [0.9, 0.4], [0.6, 0.2]]
+
+
+def test_history_needs_the_chart_columns_and_numbers():
+    assert parse_history(HISTORY.replace(",lr\n", ",lr,seconds\n").replace("0.05\n", "0.05,1.2\n")
+                         .replace("0.025\n", "0.025,1.1\n"), "x")["val_accuracy"] == [0.85, 0.91]
+    with pytest.raises(StageError, match=r"^main:metrics/history.csv: .*\(missing val_loss\)$"):
+        parse_history("epoch,train_loss,train_accuracy,val_accuracy\n1,1,1,1\n", "main:metrics/history.csv")
+    with pytest.raises(StageError, match="at least one row"):
+        parse_history("epoch,train_loss,train_accuracy,val_loss,val_accuracy\n", "x")
+    with pytest.raises(StageError, match="not numeric"):
+        parse_history("epoch,train_loss,train_accuracy,val_loss,val_accuracy\n1,nan?,1,1,1\n", "x")
+
+
+def lenet(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    return subprocess.run([sys.executable, "-m", "lenet.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture
+def metrics_only_repo(tmp_path):
+    """A DVC repo whose ``main`` has no metrics yet and whose workspace has them (no training)."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  evaluate:\n    cmd: 'true'\n    metrics:\n"
+        "      - metrics/eval.json:\n          cache: false\n")
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.05\n")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "no run yet")
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.02\n")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/eval.json").write_text(json.dumps(
+        {"test_accuracy": 0.99, "test_images": 10000, "per_class": {"0": {"precision": 1, "recall": 0.98}}}))
+    (tmp_path / "metrics/history.csv").write_text(HISTORY)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_report_against_a_base_that_never_ran(metrics_only_repo):
+    result = lenet(metrics_only_repo, "report", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    report = (metrics_only_repo / "out/report.md").read_text()
+    assert result.stdout == report
+    assert "Test accuracy of `workspace`: 99.00% (100 errors in 10,000). `main` has no metrics/eval.json" in report
+    assert "| `train.lr` | 0.05 | 0.02 |" in report
+    assert (metrics_only_repo / "out/curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_unknown_base_is_one_line_and_writes_nothing(metrics_only_repo):
+    result = lenet(metrics_only_repo, "report", "--base", "no-such-branch", "--out", "out")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "error: --base no-such-branch: not a commit of this git repository "
+        "(in CI, check out with fetch-depth: 0 so the base branch exists)")
+    assert not (metrics_only_repo / "out").exists()
+
+
+def test_outside_the_repository_root_is_one_line(tmp_path):
+    result = lenet(tmp_path, "report")
+    assert (result.returncode, result.stderr.strip()) == (
+        1, "error: dvc.yaml: not found; run `lenet report` from the repository root")
