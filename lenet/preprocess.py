@@ -153,8 +153,11 @@ def fit_box(crop: np.ndarray, box: int = BOX) -> np.ndarray:
 def center_by_mass(digit: np.ndarray, field: int = FIELD) -> np.ndarray:
     """Place ``digit`` in a ``field`` x ``field`` canvas with its centre of mass at the centre.
 
-    The shift is whole pixels (rounded), as MNIST's was, and limited so the whole digit
-    stays inside the canvas (a lopsided digit is then a little off centre, never clipped).
+    Pixel centres are at integer positions and the centre of mass goes to pixel
+    ``(field // 2, field // 2)``, (14, 14) for MNIST: where MNIST's own digits have theirs
+    (test set: mean row 13.99, mean column 14.01, 0-based). The shift is whole pixels
+    (rounded), as MNIST's was, and limited so the whole digit stays inside the canvas (a
+    lopsided digit is then a little off centre, never clipped).
 
     Parameters
     ----------
@@ -168,11 +171,10 @@ def center_by_mass(digit: np.ndarray, field: int = FIELD) -> np.ndarray:
     total = float(digit.sum())
     if total <= 0:
         raise NoDigit("no digit: the image is blank")
-    # Centre of mass in continuous coordinates: pixel i spans [i, i + 1).
-    row = float(digit.sum(axis=1) @ (np.arange(h) + 0.5)) / total
-    col = float(digit.sum(axis=0) @ (np.arange(w) + 0.5)) / total
-    top = min(max(round(field / 2 - row), 0), field - h)
-    left = min(max(round(field / 2 - col), 0), field - w)
+    row = float(digit.sum(axis=1) @ np.arange(h)) / total
+    col = float(digit.sum(axis=0) @ np.arange(w)) / total
+    top = min(max(round(field // 2 - row), 0), field - h)
+    left = min(max(round(field // 2 - col), 0), field - w)
     canvas = np.zeros((field, field), dtype=np.float32)
     canvas[top:top + h, left:left + w] = digit
     return canvas

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import nn
 from nn.training import EarlyStopping, Trainer
@@ -77,6 +78,17 @@ def train_small_model(out_dir: str | Path, *, images: int = 6000, epochs: int = 
     nn.save_model(model, config, out_dir / "model.npz")
     write_json(out_dir / "preprocessing.json", {"mean": mean, "std": std})
     return out_dir / "model.npz"
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> Path:
+    """``model.npz`` of a small LeNet-5 trained once per test session (skipped without MNIST).
+
+    Import it into a test module (``from tests.small_model import small_model``) to use it.
+    """
+    if mirror() is None:
+        pytest.skip(f"no local MNIST mirror in {', '.join(map(str, MIRRORS))} (set MNIST_MIRROR)")
+    return train_small_model(tmp_path_factory.mktemp("small_model"))
 
 
 if __name__ == "__main__":
