@@ -45,11 +45,15 @@ def _save_input(directory: Path, path: Path, prediction: Prediction, used: set[s
 
 
 def main(
-    paths: list[Path] = typer.Argument(..., help="Image files, or directories of them.", show_default=False),
-    model: Path = typer.Option(DEFAULT_MODEL, "--model", help="The weights; model.json and preprocessing.json beside them."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON array: per file, its digit and probabilities, or its error."),
-    save_input: Path = typer.Option(None, "--save-input", metavar="DIR", help="Write the 28x28 image the network saw for each file to DIR."),
-    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels", min=1, help="Refuse images with more pixels (checked before decoding)."),
+    paths: list[Path] = typer.Argument(..., show_default=False, help="Image files, or directories of them."),
+    model: Path = typer.Option(DEFAULT_MODEL, "--model",
+                               help="The weights; model.json and preprocessing.json beside them."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print one JSON array: per file, its digit and probabilities, or its error."),
+    save_input: Path = typer.Option(None, "--save-input", metavar="DIR",
+                                    help="Write the 28x28 image the network saw for each file to DIR."),
+    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels", min=1,
+                                   help="Refuse images with more pixels (checked before decoding)."),
 ) -> None:
     """Classify images of handwritten digits: the digit and the top-3 probabilities per file."""
     classifier = Classifier.load(model)

@@ -105,7 +105,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             prediction = self.server.classifier.classify(decode(body, MAX_PIXELS), with_maps=True)
         except ImageError as error:
-            self._error(HTTPStatus.BAD_REQUEST, f"expected a PNG or JPEG image of at most {MAX_PIXELS:,} pixels: {error}")
+            self._error(HTTPStatus.BAD_REQUEST,
+                        f"expected a PNG or JPEG image of at most {MAX_PIXELS:,} pixels: {error}")
             return
         except NoDigit as error:
             self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(error))
@@ -129,7 +130,8 @@ class DrawServer(ThreadingHTTPServer):
 
 
 def main(
-    model: Path = typer.Option(DEFAULT_MODEL, "--model", help="The weights; model.json and preprocessing.json beside them."),
+    model: Path = typer.Option(DEFAULT_MODEL, "--model",
+                               help="The weights; model.json and preprocessing.json beside them."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     verbose: bool = typer.Option(False, "--verbose", help="Log every request."),

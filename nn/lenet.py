@@ -100,7 +100,8 @@ def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hid
     return Sequential(**layers)
 
 
-def feature_maps(model: Sequential, x: np.ndarray, layers=("conv1", "conv2")) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def feature_maps(model: Sequential, x: np.ndarray,
+                 layers=("conv1", "conv2")) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run ``model`` in eval mode and keep the outputs of the named layers on the way.
 
     One forward pass, layer by layer (a ``Sequential`` runs its layers in order), so the

@@ -55,10 +55,20 @@ def png_header(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def test_transformed_copies_are_classified_as_the_model_classifies_the_originals(small_model, ten_digits, tmp_path):
+@pytest.fixture(params=["small", "pipeline"])
+def any_model(request) -> Path:
+    """The small model trained here, and the pipeline's ``models/`` when ``dvc repro`` made it."""
+    if request.param == "small":
+        return request.getfixturevalue("small_model")
+    if not (ROOT / "models" / "model.npz").exists():
+        pytest.skip(f"no pipeline model at {ROOT / 'models/model.npz'} (run dvc repro)")
+    return ROOT / "models" / "model.npz"
+
+
+def test_transformed_copies_are_classified_as_the_model_classifies_the_originals(any_model, ten_digits, tmp_path):
     images, labels = ten_digits
-    model, _ = nn.load_model(small_model)
-    stats = json.loads(small_model.with_name("preprocessing.json").read_text())
+    model, _ = nn.load_model(any_model)
+    stats = json.loads(any_model.with_name("preprocessing.json").read_text())
     originals = model.eval().forward(normalize_pixels(images, stats["mean"], stats["std"])).argmax(axis=1)
     # Ten clear digits: a model that got them wrong would make the comparison meaningless.
     assert (originals == labels).sum() >= 9, (originals, labels)
@@ -73,7 +83,7 @@ def test_transformed_copies_are_classified_as_the_model_classifies_the_originals
         for name, make in variants.items():
             suffix = ".jpg" if "jpeg" in name else ".png"
             make(image).save(tmp_path / f"{i}_{name}{suffix}", quality=95)
-    records, result = predict_json("--model", small_model, tmp_path)
+    records, result = predict_json("--model", any_model, tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(records) == 10 * len(variants)
     for i in range(10):

@@ -7,6 +7,7 @@ reason, when either is missing. ``LENET_SCREENSHOT=docs/draw.png`` also saves a 
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import threading
@@ -19,7 +20,8 @@ from lenet.serve import DrawServer
 from tests.small_model import small_model  # noqa: F401 (a fixture)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+playwright_api = pytest.importorskip("playwright.sync_api",
+                                     reason="playwright is not installed (pip install -e '.[test]')")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"),
@@ -29,8 +31,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
 
 # Strokes on the 280x280 pad, in pad pixels: a 7 (top bar, then the diagonal) and a 0 (an ellipse).
 SEVEN = [[(80, 60), (200, 60), (190, 90), (150, 160), (120, 240)]]
-ZERO = [[(140 + 55 * __import__("math").sin(t / 20 * 6.283), 140 - 90 * __import__("math").cos(t / 20 * 6.283))
-         for t in range(21)]]
+ZERO = [[(140 + 55 * math.sin(t / 20 * math.tau), 140 - 90 * math.cos(t / 20 * math.tau)) for t in range(21)]]
 
 
 @pytest.fixture(scope="module")
