@@ -67,6 +67,8 @@ class Classifier:
     def load(cls, path_npz: str | Path = DEFAULT_MODEL) -> "Classifier":
         """Load ``model.npz`` (+ ``model.json``) and the ``preprocessing.json`` beside it.
 
+        ``path_npz`` may also be the directory holding them.
+
         Raises
         ------
         StageError
@@ -74,6 +76,8 @@ class Classifier:
             fit the architecture its ``model.json`` describes.
         """
         path = Path(path_npz)
+        if path.is_dir():  # --model models/ means models/model.npz
+            path = path / DEFAULT_MODEL.name
         preprocessing = path.with_name(PREPROCESSING)
         for needed in (path, config_path(path), preprocessing):
             if not needed.is_file():

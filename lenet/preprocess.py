@@ -26,6 +26,7 @@ MIN_CONTRAST = 0.1  # an image whose pixels all lie within this of the backgroun
 
 # ITU-R BT.601 luma, as Pillow's convert("L") and MNIST-era scanners use.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+ROWS_PER_BAND = 256
 
 
 class NoDigit(ValueError):
@@ -52,11 +53,17 @@ def grayscale(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"pixels must be (H, W) or (H, W, 1-4), got {pixels.shape}")
     channels = pixels.shape[2]
-    colour = pixels[..., :3] if channels >= 3 else pixels[..., :1]
-    gray = (colour.astype(np.float32) @ LUMA if channels >= 3 else colour[..., 0].astype(np.float32)) / 255
-    if channels in (2, 4):  # alpha: blend with white
-        alpha = pixels[..., -1].astype(np.float32) / 255
-        gray = gray * alpha + (1 - alpha)
+    gray = np.empty(pixels.shape[:2], dtype=np.float32)
+    # A band of rows at a time: a 25-megapixel photo never needs a float copy of all its channels.
+    for start in range(0, len(pixels), ROWS_PER_BAND):
+        band = pixels[start:start + ROWS_PER_BAND]
+        out = gray[start:start + ROWS_PER_BAND]
+        out[:] = band[..., :3].astype(np.float32) @ LUMA if channels >= 3 else band[..., 0]
+        out /= 255
+        if channels in (2, 4):  # alpha: blend with white
+            alpha = band[..., -1].astype(np.float32) / 255
+            out *= alpha
+            out += 1 - alpha
     return gray
 
 
@@ -91,9 +98,9 @@ def ink(gray: np.ndarray) -> np.ndarray:
     strongest = float(signal.max())
     if strongest < MIN_CONTRAST:
         raise NoDigit(f"no digit: every pixel is within {MIN_CONTRAST:.0%} of the background's grey level")
-    stretched = np.clip(signal / strongest, 0, 1)
-    stretched[stretched < INK_THRESHOLD] = 0
-    return stretched
+    signal /= strongest  # in place: large photos need no second full-size copy
+    signal[signal < INK_THRESHOLD] = 0
+    return np.minimum(signal, 1, out=signal)
 
 
 def crop_to_ink(ink_image: np.ndarray) -> np.ndarray:

@@ -111,7 +111,7 @@ def corner(ink: np.ndarray) -> Image.Image:
 def test_text_output_and_save_input(small_model, ten_digits, tmp_path):
     images, _ = ten_digits
     Image.fromarray(255 - images[7]).resize((140, 140), Image.BICUBIC).save(tmp_path / "seven.png")
-    result = predict("--model", small_model, "--save-input", tmp_path / "seen", tmp_path / "seven.png")
+    result = predict("--model", small_model.parent, "--save-input", tmp_path / "seen", tmp_path / "seven.png")
     assert result.returncode == 0, result.stderr
     line, = result.stdout.splitlines()
     assert line.startswith(f"{tmp_path / 'seven.png'}: 7 ")
