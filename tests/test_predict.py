@@ -9,10 +9,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from PIL import Image
 import nn
 from lenet.preprocess import mnist_pixels
 from stages.common.dataset import normalize_pixels
+from tests.image_files import png_header
 from tests.small_model import read_mnist, small_model  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,16 +42,6 @@ def ten_digits():
     images, labels = read_mnist("t10k", 200)
     first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
     return images[first], labels[first]
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG claiming ``width`` x ``height`` grey pixels, holding one row of them: a valid
-    header, but decoding it would allocate the whole image."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(width + 1)))
-            + chunk(b"IEND", b""))
 
 
 @pytest.fixture(params=["small", "pipeline"])

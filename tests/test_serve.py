@@ -17,7 +17,7 @@ from PIL import Image
 from lenet.classifier import Classifier
 from lenet.serve import MAX_BODY, STATIC, DrawServer
 from tests.small_model import read_mnist, small_model  # noqa: F401 (a fixture)
-from tests.test_predict import png_header
+from tests.image_files import png_header
 
 
 @pytest.fixture(scope="module")
