@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from lenet import report, studies
+from lenet import predict, report, serve, studies
 from stages.common.cli import run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Use and review the NumPy LeNet-5 pipeline (the stages run through `dvc repro`).")
-
-
-@app.callback()
-def _group() -> None:
-    """Keep ``lenet`` a command group even while it has a single sub-command."""
-
-
+app.command("predict")(predict.main)
+app.command("serve")(serve.main)
 app.command("report")(report.main)
 app.command("studies")(studies.main)
 

@@ -6,7 +6,7 @@ from nn.augment import augment
 from nn.conv import Conv2d
 from nn.dropout import Dropout
 from nn.init import initialize
-from nn.lenet import lenet5
+from nn.lenet import feature_maps, lenet5
 from nn.linear import Flatten, Linear
 from nn.loss import SoftmaxCrossEntropy, log_softmax, softmax
 from nn.module import Module, Sequential
@@ -19,7 +19,7 @@ from nn.serialization import load_model, save_model
 __all__ = [
     "Adam", "AdamW", "AvgPool2d", "Conv2d", "DataParallel", "Dropout", "Flatten", "LeakyReLU", "Linear",
     "MaxPool2d", "Module", "ReLU", "SGD", "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh",
-    "augment", "initialize", "learning_rate", "lenet5", "load_model", "log_softmax", "make_optimizer",
+    "augment", "feature_maps", "initialize", "learning_rate", "lenet5", "load_model", "log_softmax", "make_optimizer",
     "save_model",
     "softmax",
 ]

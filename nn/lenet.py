@@ -98,3 +98,34 @@ def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hid
         layers["drop2"] = Dropout(dropout, rng=rng)
     layers["fc3"] = Linear(h2, int(num_classes), **dense)
     return Sequential(**layers)
+
+
+def feature_maps(model: Sequential, x: np.ndarray,
+                 layers=("conv1", "conv2")) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run ``model`` in eval mode and keep the outputs of the named layers on the way.
+
+    :meth:`Sequential.forward_collect` in eval mode: one forward pass, so the logits are
+    exactly ``model.forward(x)``'s. The model's train/eval mode is restored.
+
+    Parameters
+    ----------
+    model : a ``Sequential`` such as :func:`lenet5` builds.
+    x : (N, 1, 28, 28) float, normalized like the training data.
+    layers : names of the layers whose outputs to keep, e.g. ``("conv1", "conv2")``.
+
+    Returns
+    -------
+    logits : (N, num_classes), the model's output.
+    maps : {name: output of that layer}. For :func:`lenet5`, ``conv1``: (N, c1, 28, 28) and
+        ``conv2``: (N, c2, 10, 10), both before their activation (negative values included).
+
+    Shape
+    -----
+    x: (N, 1, 28, 28) -> logits: (N, num_classes); maps[name]: that layer's output.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return model.forward_collect(x, layers)
+    finally:
+        model.train(was_training)

@@ -238,7 +238,7 @@ class Sequential(Module):
         names = list(names)
         unknown = [name for name in names if name not in self._layers]
         if unknown:
-            raise KeyError(f"no layer named {', '.join(map(repr, unknown))} (layers: {', '.join(self._layers)})")
+            raise ValueError(f"no layer named {', '.join(map(repr, unknown))} (layers: {', '.join(self._layers)})")
         kept: dict[str, np.ndarray] = {}
         for name, layer in self._layers.items():
             x = layer.forward(x)

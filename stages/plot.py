@@ -189,8 +189,7 @@ def main() -> None:
         save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
                     out / "augmented.png")
         save_figure(filters_figure(model.conv1.params["weight"]), out / "conv1_filters.png")
-        model.eval()
-        _, maps = model.forward_collect(test.images[:DIGITS], ["conv1", "conv2"])
+        _, maps = nn.feature_maps(model, test.images[:DIGITS], ("conv1", "conv2"))
         for layer, layer_maps in maps.items():
             save_figure(feature_maps_figure(test.images[:DIGITS], layer_maps, layer), out / f"{layer}_maps.png")
         probabilities = predict_probabilities(model, test.images)

@@ -273,5 +273,5 @@ def test_forward_collect_returns_forward_and_the_named_layer_outputs():
     assert maps["conv1"].shape == (4, 3, 28, 28) and maps["conv2"].shape == (4, 5, 10, 10)
     np.testing.assert_array_equal(output, model.forward(x))
     np.testing.assert_array_equal(maps["conv1"], model.conv1.forward(x))
-    with pytest.raises(KeyError, match="conv9"):
+    with pytest.raises(ValueError, match="no layer named 'conv9'"):
         model.forward_collect(x, ["conv9"])

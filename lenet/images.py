@@ -1,0 +1,110 @@
+"""Decode an image file or an uploaded image into a uint8 array, refusing what is not one.
+
+Pillow does the decoding (PNG, JPEG, BMP, GIF): the maintained, standard Python imaging
+library, already installed with matplotlib. ``Image.open`` reads only the header, so the
+pixel count is checked *before* anything is decoded: a small file claiming a huge image
+(a decompression bomb) is refused without allocating its pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+MAX_PIXELS = 25_000_000  # 5000 x 5000: a phone photo fits; classifying one took 250 MB and 0.75 s
+
+
+class ImageError(ValueError):
+    """The bytes are not a usable image; the message says why (without the file's name)."""
+
+
+def decode(data: bytes | BinaryIO, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode one image.
+
+    Parameters
+    ----------
+    data : the image's bytes, or a binary file open at its start (PNG, JPEG, BMP or GIF;
+        GIF: the first frame). A file is read only as far as needed: the header first.
+    max_pixels : refuse larger images, checked on the header's size before decoding.
+
+    Returns
+    -------
+    pixels : uint8, (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA,
+        upright (a JPEG's EXIF orientation applied).
+
+    Raises
+    ------
+    ImageError
+        Empty, not an image of these formats, too large, truncated or corrupt.
+    """
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    if not stream.read(1):
+        raise ImageError("empty (0 bytes), expected a PNG or JPEG image")
+    stream.seek(0)
+    try:
+        image = Image.open(stream, formats=FORMATS)
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image ({', '.join(FORMATS)} expected)") from None
+    except Image.DecompressionBombError as error:  # Pillow's own limit, far above ours
+        raise ImageError(f"image too large: {error}") from None
+    except (OSError, SyntaxError, ValueError) as error:  # a recognised but broken header
+        raise ImageError(f"corrupt image header ({error})") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"image is {width}x{height} = {width * height:,} pixels, "
+                         f"more than the limit of {max_pixels:,}; scale it down first")
+    if width == 0 or height == 0:
+        raise ImageError(f"image is {width}x{height}: no pixels")
+    try:
+        image.load()  # decodes; a truncated file fails here
+        image = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"cannot decode the {image.format} image ({error}); truncated or corrupt?") from None
+    # Palette, 16-bit, CMYK, ...: bring every mode to one of the four grey/colour layouts.
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    if image.mode not in ("L", "LA", "RGB", "RGBA"):
+        if image.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit / float grey: scale to 8 bits
+            values = np.asarray(image, dtype=np.float64)
+            top = values.max() if values.max() > 255 else 255
+            return np.round(np.clip(values / top, 0, 1) * 255).astype(np.uint8)
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def read(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read and :func:`decode` the image file at ``path``.
+
+    Raises
+    ------
+    ImageError
+        The file is missing, unreadable, a directory or not a usable image.
+    """
+    try:
+        with open(path, "rb") as handle:
+            return decode(handle, max_pixels)
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory, expected an image file") from None
+    except OSError as error:  # unreadable (permissions, I/O); decoding errors are ImageErrors
+        raise ImageError(f"cannot read ({error.strerror or error})") from None
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Files given, with each directory replaced by its image files (by suffix, sorted).
+
+    A path that does not exist is kept, so that the caller reports it.
+    """
+    files = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES))
+        else:
+            files.append(path)
+    return files

@@ -1,0 +1,195 @@
+"""``lenet predict`` end to end, as a user runs it (a subprocess: real exit codes and output).
+
+The model is a small LeNet-5 trained in-process on MNIST (``tests/small_model.py``), so
+these tests need the local MNIST mirror and skip, visibly, without it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nn
+from lenet.preprocess import mnist_pixels
+from stages.common.dataset import normalize_pixels
+from stages.common.model_files import read_model
+from tests.image_files import png_header
+from tests.small_model import read_mnist, small_model  # noqa: F401 (a fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def predict(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lenet.cli", "predict", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def predict_json(*args) -> tuple[dict[str, dict], subprocess.CompletedProcess]:
+    result = predict("--json", *args)
+    return {Path(r["file"]).name: r for r in json.loads(result.stdout)}, result
+
+
+@pytest.fixture(scope="module")
+def ten_digits():
+    """The first test image of each class (raw IDX pixels, 0 = background) and its label."""
+    images, labels = read_mnist("t10k", 200)
+    first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
+    return images[first], labels[first]
+
+
+@pytest.fixture(params=["small", "pipeline"])
+def any_model(request) -> Path:
+    """The small model trained here, and the pipeline's ``models/`` when ``dvc repro`` made it."""
+    if request.param == "small":
+        return request.getfixturevalue("small_model")
+    if not (ROOT / "models" / "model.npz").exists():
+        pytest.skip(f"no pipeline model at {ROOT / 'models/model.npz'} (run dvc repro)")
+    return ROOT / "models" / "model.npz"
+
+
+def test_transformed_copies_are_classified_as_the_model_classifies_the_originals(any_model, ten_digits, tmp_path):
+    images, labels = ten_digits
+    model, _, stats = read_model(any_model.parent)
+    originals = model.eval().forward(normalize_pixels(images, stats["mean"], stats["std"])).argmax(axis=1)
+    # Ten clear digits: a model that got them wrong would make the comparison meaningless.
+    assert (originals == labels).sum() >= 9, (originals, labels)
+
+    variants = {
+        "big": lambda ink: Image.fromarray(ink).resize((100, 100), Image.BICUBIC),  # light on dark
+        "inverted": lambda ink: Image.fromarray(255 - ink).resize((100, 100), Image.BICUBIC),
+        "coloured": lambda ink: coloured(ink).resize((100, 100), Image.BICUBIC),
+        "jpeg_small_corner": lambda ink: corner(ink),
+    }
+    for i, image in enumerate(images):
+        for name, make in variants.items():
+            suffix = ".jpg" if "jpeg" in name else ".png"
+            make(image).save(tmp_path / f"{i}_{name}{suffix}", quality=95)
+    records, result = predict_json("--model", any_model, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(records) == 10 * len(variants)
+    for i in range(10):
+        for name in variants:
+            record = records[f"{i}_{name}{'.jpg' if 'jpeg' in name else '.png'}"]
+            assert record["digit"] == originals[i], (i, name, record)
+            assert len(record["top3"]) == 3 and record["top3"][0]["digit"] == record["digit"]
+            assert sum(record["probabilities"]) == pytest.approx(1.0)
+
+
+def coloured(ink: np.ndarray) -> Image.Image:
+    """Dark-blue ink on a light-yellow paper, RGB."""
+    paper, pen = np.array([250, 240, 170.0]), np.array([20, 30, 120.0])
+    alpha = ink[..., None] / 255.0
+    return Image.fromarray(np.round(paper * (1 - alpha) + pen * alpha).astype(np.uint8), "RGB")
+
+
+def corner(ink: np.ndarray) -> Image.Image:
+    """Black ink on white, enlarged to 60x60, off in a corner of a 200x150 page (a JPEG)."""
+    page = Image.new("L", (200, 150), 255)
+    page.paste(Image.fromarray(255 - ink).resize((60, 60), Image.BICUBIC), (130, 10))
+    return page
+
+
+def test_text_output_and_save_input(small_model, ten_digits, tmp_path):
+    images, _ = ten_digits
+    Image.fromarray(255 - images[7]).resize((140, 140), Image.BICUBIC).save(tmp_path / "seven.png")
+    result = predict("--model", small_model.parent, "--save-input", tmp_path / "seen", tmp_path / "seven.png")
+    assert result.returncode == 0, result.stderr
+    line, = result.stdout.splitlines()
+    assert line.startswith(f"{tmp_path / 'seven.png'}: 7 ")
+    assert line.count("%") == 3  # the top-3 probabilities
+    seen = np.asarray(Image.open(tmp_path / "seen" / "seven.png"))
+    assert seen.shape == (28, 28) and seen.dtype == np.uint8
+    np.testing.assert_array_equal(seen, mnist_pixels(np.asarray(Image.open(tmp_path / "seven.png"))))
+
+
+def test_each_bad_input_gets_one_line_and_the_good_files_are_still_classified(small_model, ten_digits, tmp_path):
+    images, _ = ten_digits
+    good = tmp_path / "good.png"
+    Image.fromarray(images[3]).resize((56, 56)).save(good)
+    bad = {
+        "missing.png": None,
+        "not_an_image.png": b"this is text, not a picture\n",
+        "empty.png": b"",
+        "truncated.png": good.read_bytes()[: len(good.read_bytes()) // 2],
+        "truncated.jpg": jpeg_bytes(images[3])[:300],
+        "blank.png": Image.new("RGB", (64, 64), (200, 180, 40)),
+        "huge.png": png_header(6000, 6000),  # 36 Mpx claimed, no pixel data behind it
+    }
+    for name, content in bad.items():
+        if isinstance(content, bytes):
+            (tmp_path / name).write_bytes(content)
+        elif content is not None:
+            content.save(tmp_path / name)
+    result = predict("--model", small_model, tmp_path / "missing.png", tmp_path)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    by_file = {Path(line.split(": ")[1]).name: line for line in errors[:-1]}
+    expected = {
+        "missing.png": "file not found",
+        "not_an_image.png": "not an image",
+        "empty.png": "empty (0 bytes)",
+        "truncated.png": "truncated",
+        "truncated.jpg": "truncated",
+        "blank.png": "no digit",
+        "huge.png": "6000x6000 = 36,000,000 pixels, more than the limit",  # refused on the header
+    }
+    assert set(by_file) == set(expected), errors
+    for name, problem in expected.items():
+        assert problem in by_file[name].lower(), by_file[name]
+    assert errors[-1] == "error: 7 of 8 input(s) could not be classified"
+    assert result.stdout.splitlines() == [line for line in result.stdout.splitlines() if "good.png: 3 " in line]
+    assert len(result.stdout.splitlines()) == 1
+
+
+def jpeg_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).resize((80, 80)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_the_pixel_limit_is_an_option(small_model, tmp_path):
+    Image.new("L", (100, 100), 0).save(tmp_path / "a.png")
+    result = predict("--model", small_model, "--max-pixels", 5000, tmp_path / "a.png")
+    assert result.returncode == 1
+    assert "100x100 = 10,000 pixels, more than the limit of 5,000" in result.stderr
+
+
+def test_an_empty_directory_is_reported(small_model, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = predict("--model", small_model, tmp_path / "empty")
+    assert result.returncode == 1
+    assert f"error: {tmp_path / 'empty'}: directory holds no" in result.stderr
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("other_architecture", "shape"),
+    ("no_preprocessing", "preprocessing.json: missing"),
+    ("bad_preprocessing", "preprocessing.json: has no mean and std"),
+    ("no_model", "model.npz: missing"),
+])
+def test_a_model_that_does_not_fit_is_one_line(small_model, tmp_path, damage, problem):
+    for name in ("model.npz", "model.json", "preprocessing.json"):
+        shutil.copy(small_model.with_name(name), tmp_path / name)
+    if damage == "other_architecture":  # the weights are 8/24 channels; the config says 6/16
+        config = json.loads((tmp_path / "model.json").read_text())
+        (tmp_path / "model.json").write_text(json.dumps({**config, "channels": [6, 16]}))
+    elif damage == "no_preprocessing":
+        (tmp_path / "preprocessing.json").unlink()
+    elif damage == "bad_preprocessing":
+        (tmp_path / "preprocessing.json").write_text('{"mean": "a lot"}')
+    else:
+        (tmp_path / "model.npz").unlink()
+    Image.new("L", (30, 30), 0).save(tmp_path / "x.png")
+    result = predict("--model", tmp_path / "model.npz", tmp_path / "x.png")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], lines
+    assert result.stdout == ""

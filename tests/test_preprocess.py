@@ -1,0 +1,91 @@
+"""The MNIST-style preprocessing of lenet/preprocess.py: pure array functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lenet import preprocess as pp
+from tests.small_model import mirror, read_mnist
+
+
+def stroke_image(shape=(60, 40), background=255, ink=0) -> np.ndarray:
+    """A vertical bar of ink off-centre on a plain background, uint8 (H, W)."""
+    image = np.full(shape, background, dtype=np.uint8)
+    image[10:50, 5:9] = ink
+    return image
+
+
+def test_grayscale_of_each_layout():
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    gray = pp.grayscale(rgb)
+    assert gray.shape == (2, 2) and gray[0, 0] == pytest.approx(0.299, abs=1e-6) and gray[1, 1] == 0
+    rgba = np.zeros((1, 2, 4), np.uint8)
+    rgba[0, 1, 3] = 255  # opaque black; the other pixel is transparent: shown as white
+    np.testing.assert_allclose(pp.grayscale(rgba), [[1.0, 0.0]])
+    np.testing.assert_allclose(pp.grayscale(np.array([[0, 255]], np.uint8)), [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="uint8"):
+        pp.grayscale(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("background, ink", [(255, 0), (0, 255), (200, 60), (40, 180)])
+def test_ink_is_one_on_strokes_and_zero_on_paper_whatever_the_colours(background, ink):
+    result = pp.ink(pp.grayscale(stroke_image(background=background, ink=ink)))
+    assert result.max() == 1.0 and result[10:50, 5:9].min() == 1.0
+    assert result.sum() == 40 * 4
+
+
+def test_a_blank_or_nearly_blank_image_has_no_digit():
+    with pytest.raises(pp.NoDigit):
+        pp.mnist_pixels(np.full((30, 30, 3), 123, np.uint8))
+    faint = np.full((30, 30), 200, np.uint8)
+    faint[10, 10] = 190  # 4% darker: paper texture, not a digit
+    with pytest.raises(pp.NoDigit):
+        pp.mnist_pixels(faint)
+
+
+def test_crop_fit_and_centre_shapes():
+    crop = pp.crop_to_ink(pp.ink(pp.grayscale(stroke_image())))
+    assert crop.shape == (40, 4)
+    fitted = pp.fit_box(crop)
+    assert fitted.shape == (20, 2)  # the longer side to 20, aspect ratio kept
+    canvas = pp.center_by_mass(fitted)
+    assert canvas.shape == (28, 28)
+    rows, cols = np.nonzero(canvas)
+    # Mass at (9.5, 0.5) moves to (14, 14): half-pixel shifts, rounded half to even.
+    assert (rows.min(), rows.max()) == (4, 23) and (cols.min(), cols.max()) == (14, 15)
+
+
+def test_resample_matrix_keeps_mass_and_identity():
+    np.testing.assert_allclose(pp.resample_matrix(7, 7), np.eye(7), atol=1e-7)
+    for size_in, size_out in [(100, 20), (5, 20), (20, 19)]:
+        weights = pp.resample_matrix(size_in, size_out)
+        assert weights.shape == (size_out, size_in)
+        np.testing.assert_allclose(weights.sum(axis=1), 1, rtol=1e-6)
+        assert (weights.sum(axis=0) > 0).all()  # shrinking: every input pixel counts (no aliasing)
+
+
+def test_a_lopsided_digit_is_never_clipped():
+    digit = np.zeros((20, 20), np.float32)
+    digit[:, 0] = 1  # all the mass on the left edge
+    canvas = pp.center_by_mass(digit)
+    # The mass would go to column 14, but the digit is 20 wide: column 8 keeps it all inside.
+    assert canvas.sum() == digit.sum() and canvas[:, 8].sum() == 20
+
+
+@pytest.mark.skipif(mirror() is None, reason="no local MNIST mirror (set MNIST_MIRROR)")
+def test_mnist_digits_come_back_nearly_unchanged():
+    """MNIST's digits were made this way: preprocessing them again changes almost nothing."""
+    images, _ = read_mnist("t10k", 300)
+    diffs = [np.abs(pp.mnist_pixels(image).astype(int) - image).mean() for image in images]
+    assert np.mean(diffs) < 1.0  # of 255 (measured 0.43)
+    assert np.median(diffs) < 0.5
+
+
+def test_model_input_is_the_pipelines_normalization():
+    digit = np.zeros((28, 28), np.uint8)
+    digit[5, 5] = 255
+    x = pp.model_input(digit, 0.1, 0.3)
+    assert x.shape == (1, 1, 28, 28) and x.dtype == np.float32
+    assert x[0, 0, 0, 0] == pytest.approx(-1 / 3) and x[0, 0, 5, 5] == pytest.approx(3.0)
