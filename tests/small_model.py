@@ -22,26 +22,19 @@ from nn.training import EarlyStopping, Trainer
 from stages.common.dataset import normalize_pixels, pixel_mean_std
 from stages.common.idx import parse_images, parse_labels
 from stages.common.model_files import write_model
+from tests.mnist_mirror import MIRROR, NO_MIRROR
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("MNIST_MIRROR", ROOT.parent / "shared" / "mnist")).resolve()
 # The worktrees of this project sit two levels below /work; look beside the main checkout too.
-MIRRORS = [MIRROR, Path("/work/shared/mnist")]
 
 
-def mirror() -> Path | None:
-    """The first local MNIST mirror holding the test set and the training set, or None."""
-    for path in MIRRORS:
-        if (path / "train-images-idx3-ubyte.gz").exists() and (path / "t10k-images-idx3-ubyte.gz").exists():
-            return path
-    return None
 
 
 def read_mnist(which: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``limit`` images ``(N, 28, 28) uint8`` and labels ``(N,)`` of ``train`` or ``t10k``."""
-    base = mirror()
+    base = MIRROR
     if base is None:
-        raise FileNotFoundError(f"no local MNIST mirror in {', '.join(map(str, MIRRORS))} (set MNIST_MIRROR)")
+        raise FileNotFoundError(NO_MIRROR)
     images_path = base / f"{which}-images-idx3-ubyte.gz"
     labels_path = base / f"{which}-labels-idx1-ubyte.gz"
     images = parse_images(gzip.decompress(images_path.read_bytes()), str(images_path))
@@ -85,8 +78,8 @@ def small_model(tmp_path_factory) -> Path:
 
     Import it into a test module (``from tests.small_model import small_model``) to use it.
     """
-    if mirror() is None:
-        pytest.skip(f"no local MNIST mirror in {', '.join(map(str, MIRRORS))} (set MNIST_MIRROR)")
+    if MIRROR is None:
+        pytest.skip(NO_MIRROR)
     return train_small_model(tmp_path_factory.mktemp("small_model"))
 
 

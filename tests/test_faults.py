@@ -25,12 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.mnist_mirror import MIRROR, needs_mirror
 from tests.params_file import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("MNIST_MIRROR", ROOT.parent / "shared" / "mnist")).resolve()
-HAS_MIRROR = (MIRROR / "train-images-idx3-ubyte.gz").exists()
-needs_mirror = pytest.mark.skipif(not HAS_MIRROR, reason=f"no local MNIST mirror at {MIRROR} (set MNIST_MIRROR)")
 
 TINY = {  # the whole pipeline in about 20 s: 800 training, 200 validation, 1,000 test images
     "normalize.limit": 1000, "normalize.val_size": 200,

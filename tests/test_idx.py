@@ -11,7 +11,7 @@ from stages.common.dataset import pixel_mean_std
 from stages.common.errors import StageError
 from stages.common.idx import parse_images, parse_labels, read_labelled_images
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"
+from tests.mnist_mirror import MIRROR, NO_MIRROR
 
 
 def idx_bytes(magic: int, dims, payload: bytes) -> bytes:
@@ -134,10 +134,10 @@ def test_missing_file_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def mnist():
-    if not SHARED_MNIST.is_dir():
-        pytest.skip(f"real-data facts not checked: no MNIST mirror at {SHARED_MNIST}")
+    if MIRROR is None:
+        pytest.skip(f"real-data facts not checked: {NO_MIRROR}")
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    return {name: gzip.decompress((SHARED_MNIST / f"{name}.gz").read_bytes()) for name in names}
+    return {name: gzip.decompress((MIRROR / f"{name}.gz").read_bytes()) for name in names}
 
 
 def test_real_files_match_their_published_checksums(mnist):

@@ -16,10 +16,10 @@ from stages.common.dataset import read_split
 from stages.common.errors import StageError
 from stages.common.cli import run
 from stages.normalize import TEST_FILES, TRAIN_FILES, app, class_quotas, prepare, stratified_split
+from tests.mnist_mirror import MIRROR, NO_MIRROR
 from tests.params_file import set_params as set_dotted_params
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MNIST = REPO.parent / "shared" / "mnist"
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 
@@ -230,9 +230,9 @@ def test_missing_raw_file_ends_in_one_line_naming_it(workdir, monkeypatch, capsy
 
 
 def test_real_split_holds_out_the_mnist_quotas():
-    if not SHARED_MNIST.is_dir():
-        pytest.skip(f"real-data split not checked: no MNIST mirror at {SHARED_MNIST}")
-    labels = np.frombuffer(gzip.decompress((SHARED_MNIST / "train-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
+    if MIRROR is None:
+        pytest.skip(f"real-data split not checked: {NO_MIRROR}")
+    labels = np.frombuffer(gzip.decompress((MIRROR / "train-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
     train, val = stratified_split(labels, 5000, np.random.default_rng(0))
     assert np.bincount(labels[val]).tolist() == [494, 562, 496, 511, 487, 452, 493, 522, 487, 496]
     assert len(train) == 55000

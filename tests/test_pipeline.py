@@ -1,7 +1,7 @@
 """End to end: real ``dvc repro`` on a small MNIST subset in a scratch copy of the repo.
 
-Needs the MNIST files from a local mirror ($MNIST_MIRROR, or ../shared/mnist beside the
-repository); skipped, visibly, without one.
+Needs the MNIST files (``tests/mnist_mirror.py`` says where it looks); skipped, visibly,
+without them.
 """
 
 import csv
@@ -18,15 +18,14 @@ import numpy as np
 import pytest
 
 from stages.plot import FIGURES
+from tests.mnist_mirror import MIRROR, needs_mirror
 from tests.params_file import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("MNIST_MIRROR", ROOT.parent / "shared" / "mnist")).resolve()
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (MIRROR / "train-images-idx3-ubyte.gz").exists(),
-                       reason=f"no local MNIST mirror at {MIRROR} (set MNIST_MIRROR)"),
+    needs_mirror,
 ]
 
 SMALL = {  # a run of about a minute: 1,500 training, 500 validation, 1,000 test images

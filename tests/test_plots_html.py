@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import MIRROR, ROOT, SMALL, sh
+from tests.mnist_mirror import needs_mirror
+from tests.test_pipeline import ROOT, SMALL, sh
 from tests.params_file import set_params
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -27,8 +28,7 @@ except ImportError:
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (MIRROR / "train-images-idx3-ubyte.gz").exists(),
-                       reason=f"no local MNIST mirror at {MIRROR} (set MNIST_MIRROR)"),
+    needs_mirror,
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
     pytest.mark.skipif(sync_playwright is None, reason="playwright not installed (pip install -e '.[test]')"),
 ]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lenet import preprocess as pp
-from tests.small_model import mirror, read_mnist
+from tests.mnist_mirror import needs_mirror
+from tests.small_model import read_mnist
 
 
 def stroke_image(shape=(60, 40), background=255, ink=0) -> np.ndarray:
@@ -74,7 +75,7 @@ def test_a_lopsided_digit_is_never_clipped():
     assert canvas.sum() == digit.sum() and canvas[:, 8].sum() == 20
 
 
-@pytest.mark.skipif(mirror() is None, reason="no local MNIST mirror (set MNIST_MIRROR)")
+@needs_mirror
 def test_mnist_digits_come_back_nearly_unchanged():
     """MNIST's digits were made this way: preprocessing them again changes almost nothing."""
     images, _ = read_mnist("t10k", 300)

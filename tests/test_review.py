@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from tests.params_file import set_params
-from tests.test_pipeline import MIRROR, SMALL, copy_project, sh
+from tests.mnist_mirror import needs_mirror
+from tests.test_pipeline import SMALL, copy_project, sh
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not (MIRROR / "train-images-idx3-ubyte.gz").exists(),
-                       reason=f"no local MNIST mirror at {MIRROR} (set MNIST_MIRROR)"),
+    needs_mirror,
 ]
 
 BASE_LR, BRANCH_LR = 0.02, 0.01

@@ -18,9 +18,9 @@ import pytest
 
 from lenet import studies
 from lenet.exp_queue import Experiment
+from tests.mnist_mirror import MIRROR, needs_mirror
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("MNIST_MIRROR", ROOT.parent / "shared" / "mnist")).resolve()
 
 
 def lenet(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -97,8 +97,7 @@ def test_tables_put_ours_beside_the_tutorials():
     assert "| 0.001 | 32 | 10 | 95.58% | not run | — | — |" in lines
 
 
-needs_mnist = pytest.mark.skipif(not (MIRROR / "train-images-idx3-ubyte.gz").exists(),
-                                 reason=f"no local MNIST mirror at {MIRROR} (set MNIST_MIRROR)")
+needs_mnist = needs_mirror
 SMALL = ["--only", "epochs", "-S", "train.epochs=1", "-S", "normalize.limit=2000",
          "-S", "normalize.val_size=500", "--poll", "2"]
 
