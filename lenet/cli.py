@@ -17,7 +17,7 @@ app.command("studies")(studies.main)
 
 def main() -> None:
     """Entry point of the ``lenet`` console script (``pyproject.toml``)."""
-    run(app)
+    run(app, report_time=False)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 =========================  ================================================  ==========
 what happened              what the user sees (stderr)                       exit code
 =========================  ================================================  ==========
-success                    ``<stage>: done in 1.2 s``                        0
+success                    ``<stage>: done in 1.2 s`` (stages only)          0
 Ctrl-C / SIGTERM / SIGHUP  ``<stage>: interrupted (SIGINT)``                 128 + signal
 bad input (StageError)     ``error: <file or param>: <what was expected>``   1
 OSError                    ``error: <path>: <reason>``                       1
@@ -74,8 +74,12 @@ def describe_os_error(error: OSError) -> str:
     return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
-def run(app: typer.Typer) -> None:
-    """Invoke ``app`` and end the process as the table of this module says; never returns."""
+def run(app: typer.Typer, *, report_time: bool = True) -> None:
+    """Invoke ``app`` and end the process as the table of this module says; never returns.
+
+    ``report_time=False`` drops the success line: a stage's time belongs in a ``dvc repro``
+    log, but a command whose output people read (``lenet predict``) ends on its results.
+    """
     name = Path(sys.argv[0]).stem  # python -m stages.train: .../stages/train.py -> train
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     started = time.perf_counter()
@@ -117,5 +121,6 @@ def run(app: typer.Typer) -> None:
         if result == 128 + signal.SIGINT:
             print(f"{name}: interrupted (SIGINT)", file=sys.stderr)
         raise SystemExit(result)
-    print(f"{name}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if report_time:
+        print(f"{name}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     raise SystemExit(0)
