@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from stages.common.errors import StageError
 
+# The last line of `dvc queue status`: "Worker status: 1 active, 0 idle".
+_WORKERS_LINE = re.compile(r"^Worker status: (?P<active>\d+) active, (?P<idle>\d+) idle")
 # A task line of `dvc queue status`: "c1063d6  tut-a   08:53 AM   Success".
 _TASK_LINE = re.compile(r"^(?P<task>[0-9a-f]{7,})\s+(?P<name>\S+)\s+.*?\s(?P<status>\w+)\s*$")
 PENDING = ("Queued", "Running")
@@ -48,14 +50,22 @@ def start_queue(jobs: int = 1) -> None:
             raise StageError(f"dvc queue start -j {jobs} failed: {lines[0].strip()}")
 
 
-def queue_tasks() -> dict[str, tuple[str, str]]:
-    """Every task of ``dvc queue status``: ``{task id: (name, status)}``."""
-    tasks = {}
+def queue_state() -> tuple[dict[str, tuple[str, str]], int]:
+    """``dvc queue status``: ``({task id: (name, status)}, number of workers alive)``."""
+    tasks, workers = {}, 0
     for line in dvc("queue", "status").stdout.splitlines():
         match = _TASK_LINE.match(line.strip())
         if match:
             tasks[match["task"]] = (match["name"], match["status"])
-    return tasks
+        workers_line = _WORKERS_LINE.match(line.strip())
+        if workers_line:
+            workers = int(workers_line["active"]) + int(workers_line["idle"])
+    return tasks, workers
+
+
+def queue_tasks() -> dict[str, tuple[str, str]]:
+    """Every task of ``dvc queue status``: ``{task id: (name, status)}``."""
+    return queue_state()[0]
 
 
 def wait_for(names: list[str], old_tasks: set[str], poll: float) -> dict[str, str]:
@@ -64,7 +74,8 @@ def wait_for(names: list[str], old_tasks: set[str], poll: float) -> dict[str, st
     Each change of status is printed to stderr as it is seen."""
     seen: dict[str, str] = {}
     while True:
-        ours = {name: status for task, (name, status) in queue_tasks().items()
+        tasks, workers = queue_state()
+        ours = {name: status for task, (name, status) in tasks.items()
                 if task not in old_tasks and name in names}
         missing = sorted(set(names) - set(ours))
         if missing:
@@ -76,6 +87,12 @@ def wait_for(names: list[str], old_tasks: set[str], poll: float) -> dict[str, st
         seen = ours
         if not any(status in PENDING for status in ours.values()):
             return ours
+        if workers == 0 and "Running" not in ours.values():
+            # DVC's file-based queue broker can stop its worker with runs still queued (a
+            # message read while being written); the queued runs are intact, so start anew.
+            print(f"{time.strftime('%H:%M:%S')} the queue worker stopped with runs still queued: "
+                  "restarting it (dvc queue start)", file=sys.stderr, flush=True)
+            start_queue()
         time.sleep(poll)
 
 

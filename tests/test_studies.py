@@ -172,3 +172,20 @@ def test_failed_runs_show_their_log_and_fail_the_command(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == \
         "error: some runs failed (their logs are above; dvc queue logs NAME shows them whole)"
     assert "| -1 | 32 | 1 | 96.15% | not run | — | — |" in result.stdout
+
+
+def test_a_queue_worker_that_stopped_with_runs_queued_is_restarted(monkeypatch):
+    """DVC's file-based broker can end its worker early; waiting must not hang forever."""
+    from lenet import exp_queue
+
+    statuses = iter([
+        "abc1234  run-a  09:06 AM  Success\nabc1235  run-b  09:06 AM  Queued\n\nWorker status: 0 active, 0 idle\n",
+        "abc1234  run-a  09:06 AM  Success\nabc1235  run-b  09:06 AM  Running\n\nWorker status: 1 active, 0 idle\n",
+        "abc1234  run-a  09:06 AM  Success\nabc1235  run-b  09:06 AM  Success\n\nWorker status: 0 active, 0 idle\n",
+    ])
+    monkeypatch.setattr(exp_queue, "dvc", lambda *args, check=True: subprocess.CompletedProcess(
+        ["dvc", *args], 0, stdout=next(statuses), stderr=""))
+    restarts = []
+    monkeypatch.setattr(exp_queue, "start_queue", lambda jobs=1: restarts.append(jobs))
+    assert exp_queue.wait_for(["run-a", "run-b"], set(), poll=0) == {"run-a": "Success", "run-b": "Success"}
+    assert restarts == [1]
