@@ -17,7 +17,7 @@ import nn
 from nn.training import evaluate
 from stages.common.atomic import write_json, write_text
 from stages.common.cli import run
-from stages.common.dataset import read_split
+from stages.common.dataset import RUN_KEY, check_run, read_split
 from stages.common.errors import StageError
 from stages.common.params import Int, load_stage_params
 
@@ -56,6 +56,7 @@ def main() -> None:
     model, _ = nn.load_model(MODEL)
     expected = json.loads(PREPROCESSING.read_text())
     test = read_split(TEST)
+    check_run(test, expected.get(RUN_KEY), PREPROCESSING)
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
         raise StageError(f"{TEST}: normalized with mean/std {test.metadata['mean']}/{test.metadata['std']}, "
                          f"but {MODEL} was trained with {expected['mean']}/{expected['std']}")

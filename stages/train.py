@@ -24,7 +24,7 @@ from nn.training import EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.atomic import write_json, write_text
 from stages.common.cli import run
-from stages.common.dataset import read_split
+from stages.common.dataset import RUN_KEY, check_same_run, read_split
 from stages.common.errors import StageError
 from stages.common.params import load_stage_params
 from stages.common.progress import EpochProgress
@@ -119,6 +119,7 @@ def main() -> None:
     check_train_consistency(params)
     retain_freed_memory()  # steps free and reallocate megabytes: keep them, don't refault them
     train_split, val_split = read_split(DATA / "train.parquet"), read_split(DATA / "val.parquet")
+    check_same_run(train_split, val_split)
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
     background = (0.0 - mean) / std  # what a blank pixel looks like after normalization
 
@@ -155,7 +156,8 @@ def main() -> None:
     finally:
         if isinstance(trainer.model, nn.DataParallel):
             trainer.model.close()
-    write_outputs(trainer, state, model_config(params), {"mean": mean, "std": std})
+    write_outputs(trainer, state, model_config(params),
+                  {"mean": mean, "std": std, RUN_KEY: train_split.metadata[RUN_KEY]})
     CHECKPOINT.unlink(missing_ok=True)
     best = state.history[trainer.early_stopping.best_epoch - 1]
     print(f"{state.stop_reason}; best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}, "

@@ -7,8 +7,11 @@ in a subprocess, so a regression shows as a failed test, not a crashed test run.
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import pickletools
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,8 +20,11 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import nn
+from stages.common.dataset import check_same_run, read_split, write_split
 from stages.common.errors import StageError
 from stages.common import mnist_sources
 from stages.common.mnist_sources import DirectorySource, PipWheelSource, UrlSource, fetch_all
@@ -214,3 +220,93 @@ def test_a_body_always_cut_short_fails_with_the_byte_counts(tmp_path, mirror):
             "2 attempts") in str(caught.value)
     assert len(server.requests) == 8  # 4 files x 2 attempts
     assert list((tmp_path / "raw").iterdir()) == []
+
+
+# --- item 6 and the Integrity bullet: prepared splits ------------------------------------
+
+RUN_A, RUN_B = "a" * 64, "b" * 64
+
+
+def _small_split(path: Path, run_id: str = RUN_A, n: int = 20, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    pixels[:, :4] = 0  # MNIST-like blank rows: zstd has runs to compress, not only noise
+    write_split(path, pixels, rng.integers(0, 10, n), np.arange(n) * 3, mean=0.13, std=0.31, run_id=run_id,
+                info={"split": path.stem, "sizes": {path.stem: n}})
+    return path
+
+
+def _same_content(a, b) -> bool:
+    return (np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+            and np.array_equal(a.source_index, b.source_index) and a.metadata == b.metadata)
+
+
+def test_no_single_bit_flip_in_a_split_loads_silently(tmp_path):
+    original_path = _small_split(tmp_path / "train.parquet")
+    original, reference = original_path.read_bytes(), read_split(original_path)
+    footer = int.from_bytes(original[-8:-4], "little")  # Parquet ends: footer, its length, b"PAR1"
+    # Every 97th byte of the file and every 29th of the footer (schema, statistics, our metadata),
+    # each at all 8 bits: about 2,000 flips, a few seconds.
+    positions = sorted(set(range(0, len(original), 97)) | set(range(len(original) - 8 - footer, len(original), 29)))
+    flipped = tmp_path / "flipped.parquet"
+    outcomes = {"refused": 0, "unchanged": 0}
+    for position in positions:
+        for bit in range(8):
+            data = bytearray(original)
+            data[position] ^= 1 << bit
+            flipped.write_bytes(data)
+            try:
+                loaded = read_split(flipped)
+            except StageError as error:
+                assert "\n" not in str(error) and str(flipped) in str(error)
+                outcomes["refused"] += 1
+                continue
+            assert _same_content(loaded, reference), f"bit {bit} of byte {position} loaded silently as other content"
+            outcomes["unchanged"] += 1
+    assert sum(outcomes.values()) >= 1500 and outcomes["refused"] > outcomes["unchanged"]
+
+
+def test_splits_of_different_normalize_runs_are_refused_naming_both_files(tmp_path):
+    train = read_split(_small_split(tmp_path / "train.parquet", RUN_A))
+    check_same_run(train, read_split(_small_split(tmp_path / "val.parquet", RUN_A, seed=1)))
+    val = read_split(_small_split(tmp_path / "val.parquet", RUN_B, seed=1))
+    with pytest.raises(StageError) as caught:
+        check_same_run(train, val)
+    assert str(caught.value) == (f"{tmp_path / 'val.parquet'} and {tmp_path / 'train.parquet'} come from different "
+                                 "normalize runs (bbbbbbbbbbbb... and aaaaaaaaaaaa...); rerun the normalize stage")
+
+
+def _stage(root: Path, module: str) -> subprocess.CompletedProcess:
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, root / name)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", module], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_train_refuses_train_and_val_from_different_runs(tmp_path):
+    _small_split(tmp_path / "data/prepared/train.parquet", RUN_A)
+    _small_split(tmp_path / "data/prepared/val.parquet", RUN_B, seed=1)  # as if normalize died between them
+    done = _stage(tmp_path, "stages.train")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: data/prepared/val.parquet and data/prepared/train.parquet come from different normalize runs "
+        "(bbbbbbbbbbbb... and aaaaaaaaaaaa...); rerun the normalize stage")
+    assert not (tmp_path / "models").exists()
+
+
+def test_evaluate_refuses_a_test_split_from_another_run_than_the_models(tmp_path):
+    config = {"channels": [2, 4], "hidden": [8, 8]}
+    nn.save_model(nn.lenet5(**config, rng=np.random.default_rng(0)), config, tmp_path / "models/model.npz")
+    _small_split(tmp_path / "data/prepared/test.parquet", RUN_B)
+    preprocessing = tmp_path / "models/preprocessing.json"
+    preprocessing.write_text(json.dumps({"mean": 0.13, "std": 0.31, "normalize_run": RUN_A}))
+    done = _stage(tmp_path, "stages.evaluate")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: data/prepared/test.parquet comes from normalize run bbbbbbbbbbbb..., but models/preprocessing.json "
+        "records run aaaaaaaaaaaa...; rerun the train stage")
+    assert not (tmp_path / "metrics").exists()
+    preprocessing.write_text(json.dumps({"mean": 0.13, "std": 0.31, "normalize_run": RUN_B}))
+    done = _stage(tmp_path, "stages.evaluate")
+    assert done.returncode == 0, done.stderr

@@ -43,7 +43,7 @@ def project(tmp_path):
     for split, n in [("train", 480), ("val", 160)]:
         pixels, labels = toy_pixels(n, rng)
         write_split(tmp_path / f"data/prepared/{split}.parquet", pixels, labels, np.arange(n),
-                    mean=0.2, std=0.35, info={"split": split})
+                    mean=0.2, std=0.35, run_id="0" * 64, info={"split": split})
     return tmp_path
 
 
