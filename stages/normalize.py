@@ -7,6 +7,9 @@
 - The training split's pixel mean and std (of pixels / 255) are recorded in every split, so
   all three are normalized alike at load time. The test set chooses nothing: it is only
   read, limited, and written.
+- All three splits record one run id (:func:`run_id`), so train and evaluate can refuse a mix
+  of splits from two runs (a run killed between two files, say), and each records a checksum
+  of its content, verified whenever it is read (``stages.common.dataset``).
 - ``limit`` keeps the first ``limit`` images of each source file (small runs in tests); 0 keeps
   all. (0, not null: ``dvc exp run -S`` would write a null back as an empty value.)
 """

@@ -76,7 +76,8 @@ def test_outputs_of_a_run(project):
     assert metrics["stop_reason"] == "completed 3 epochs"
     config = json.loads((project / "models/model.json").read_text())
     assert config["channels"] == [4, 8]
-    assert json.loads((project / "models/preprocessing.json").read_text()) == {"mean": 0.2, "std": 0.35}
+    assert json.loads((project / "models/preprocessing.json").read_text()) == {
+        "mean": 0.2, "std": 0.35, "normalize_run": "0" * 64}  # the run the splits came from
 
 
 def test_killed_mid_epoch_then_rerun_ends_bit_identical(project, tmp_path_factory):
