@@ -196,6 +196,17 @@ def test_an_unreachable_url_is_retried_with_backoff_then_skipped_for_the_other_f
     assert [r.source for r in results] == ["dir"] * 4
 
 
+def test_the_stall_clock_of_a_url_source_runs_only_while_it_is_asked(tmp_path):
+    now = [0.0]
+    urlopen = _raise(urllib.error.HTTPError("https://m/x", 404, "Not Found", {}, io.BytesIO()))
+    source = UrlSource("https://m/", timeout=5, retries=0, urlopen=urlopen, clock=lambda: now[0])
+    for name in NAMES[:2]:
+        with pytest.raises(SourceError, match="HTTP 404"):
+            source.chunks(name, tmp_path)
+        now[0] += 100  # other sources take their time: not a stall of this one
+    assert len(urlopen.calls) == 2
+
+
 @pytest.mark.parametrize("code, attempts", [(404, 1), (503, 3)])
 def test_http_errors_retry_only_when_the_server_may_recover(tmp_path, code, attempts):
     urlopen = _raise(urllib.error.HTTPError("https://m/x", code, "Nope", {}, io.BytesIO()))

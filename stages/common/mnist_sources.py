@@ -105,9 +105,9 @@ class _ShortBody(OSError):
 class UrlSource:
     """``<base_url><name>.gz`` downloaded with urllib, with retries and a short backoff.
 
-    One stall deadline covers the whole source, all its files and attempts: it starts
-    ``timeout`` seconds after the source is first asked and moves to ``timeout`` seconds
-    from now each time the source has delivered another :data:`MIN_PROGRESS_BYTES` (as
+    One stall deadline covers the whole source, all its files and attempts: the source has
+    ``timeout`` seconds of its own time (while it is being asked for a file) to deliver
+    :data:`MIN_PROGRESS_BYTES`, and ``timeout`` more each time it has delivered them (as
     curl's ``--speed-limit``/``--speed-time``). A mirror that accepts connections but never
     answers, or trickles, so costs about ``timeout`` once, not files x attempts x
     ``timeout``, and is not asked again in this run; nor is one that cannot be reached at
@@ -123,7 +123,8 @@ class UrlSource:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     _gave_up: str | None = field(default=None, init=False, repr=False)
-    _deadline: float | None = field(default=None, init=False, repr=False)
+    _budget: float | None = field(default=None, init=False, repr=False)  # seconds left between calls
+    _deadline: float = field(default=0.0, init=False, repr=False)  # during a call
     _progress: int = field(default=0, init=False, repr=False)  # bytes since the deadline last moved
 
     def __post_init__(self):
@@ -132,10 +133,13 @@ class UrlSource:
     def chunks(self, name: str, scratch: Path) -> Iterator[bytes]:
         if self._gave_up:
             raise SourceError(self._gave_up)
-        if self._deadline is None:
-            self._deadline = self.clock() + self.timeout
+        # Time spent on other sources or files is not this source's stall: the clock runs only here.
+        self._deadline = self.clock() + (self.timeout if self._budget is None else self._budget)
         target = scratch / f"{name}.gz"
-        self._download(f"{self.base_url}{name}.gz", target)
+        try:
+            self._download(f"{self.base_url}{name}.gz", target)
+        finally:
+            self._budget = max(0.0, self._deadline - self.clock())
         return gunzip_chunks(target)
 
     def _remaining(self) -> float:
