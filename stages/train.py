@@ -22,7 +22,7 @@ from nn.training import EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.atomic import write_json, write_text
 from stages.common.cli import run
-from stages.common.dataset import read_split
+from stages.common.dataset import RUN_KEY, check_same_run, read_split
 from stages.common.errors import StageError
 from stages.common.model_files import MODELS, write_model
 from stages.common.outputs import staged_outputs
@@ -149,6 +149,7 @@ def main() -> None:
     check_train_consistency(params)
     retain_freed_memory()  # steps free and reallocate megabytes: keep them, don't refault them
     train_split, val_split = read_split(DATA / "train.parquet"), read_split(DATA / "val.parquet")
+    check_same_run(train_split, val_split)
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
     background = (0.0 - mean) / std  # what a blank pixel looks like after normalization
 
@@ -187,7 +188,8 @@ def main() -> None:
                                     epochs=params["train.epochs"], state=state, on_epoch_end=on_epoch_end)
             best = state.history[trainer.early_stopping.best_epoch - 1]
             check_learned(best)
-            write_outputs(staged, trainer, state, model_config(params), {"mean": mean, "std": std})
+            write_outputs(staged, trainer, state, model_config(params),
+                          {"mean": mean, "std": std, RUN_KEY: train_split.metadata[RUN_KEY]})
         except TrainingDiverged as error:
             raise StageError(str(error)) from None
         finally:

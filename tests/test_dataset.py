@@ -13,6 +13,7 @@ from stages.common.dataset import Split, normalize_pixels, pixel_mean_std, read_
 from stages.common.errors import StageError
 
 INFO = {"split": "train", "sizes": {"train": 50}, "provenance": {"seed": 3, "limit": None}}
+RUN = "ab" * 32
 
 
 @pytest.fixture
@@ -24,8 +25,8 @@ def sample():
     return pixels, labels, source_index
 
 
-def write(path, sample, mean=0.13, std=0.31, info=INFO):
-    write_split(path, *sample, mean=mean, std=std, info=info)
+def write(path, sample, mean=0.13, std=0.31, info=INFO, run_id=RUN):
+    write_split(path, *sample, mean=mean, std=std, run_id=run_id, info=info)
 
 
 # --- the transform -------------------------------------------------------------------------
@@ -78,8 +79,10 @@ def test_round_trip_keeps_pixels_labels_indices_and_metadata(tmp_path, sample):
     assert split.labels.dtype == np.int64 and split.source_index.dtype == np.int64
     np.testing.assert_array_equal(split.labels, labels)
     np.testing.assert_array_equal(split.source_index, source_index)
-    assert split.metadata == {**INFO, "mean": 0.13, "std": 0.31, "num_images": 50, "shape": [1, 28, 28],
-                              "stored_dtype": "uint8", "format_version": 1}
+    facts = {**INFO, "mean": 0.13, "std": 0.31, "num_images": 50, "shape": [1, 28, 28],
+             "stored_dtype": "uint8", "format_version": 2, "normalize_run": RUN}
+    assert split.metadata == {**facts, "content_sha256": dataset.content_sha256(facts, *sample)}
+    assert split.path == path
 
 
 def test_stored_columns_have_the_documented_types(tmp_path, sample):
@@ -116,11 +119,11 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, sample, m
 def test_write_refuses_arrays_that_do_not_fit_the_format(tmp_path, sample):
     pixels, labels, source_index = sample
     with pytest.raises(ValueError):
-        write_split(tmp_path / "s", pixels.astype(np.float32), labels, source_index, mean=0, std=1, info={})
+        write_split(tmp_path / "s", pixels.astype(np.float32), labels, source_index, mean=0, std=1, run_id=RUN, info={})
     with pytest.raises(ValueError):
-        write_split(tmp_path / "s", pixels, labels + 10, source_index, mean=0, std=1, info={})
+        write_split(tmp_path / "s", pixels, labels + 10, source_index, mean=0, std=1, run_id=RUN, info={})
     with pytest.raises(ValueError):
-        write_split(tmp_path / "s", pixels, labels, source_index, mean=0, std=0, info={})
+        write_split(tmp_path / "s", pixels, labels, source_index, mean=0, std=0, run_id=RUN, info={})
     assert not list(tmp_path.iterdir())
 
 
@@ -159,7 +162,8 @@ def table_with_metadata(sample, metadata):
                     schema=schema)
 
 
-GOOD = {"mean": 0.1, "std": 0.3, "shape": [1, 28, 28], "stored_dtype": "uint8", "num_images": 50}
+GOOD = {"mean": 0.1, "std": 0.3, "shape": [1, 28, 28], "stored_dtype": "uint8", "num_images": 50,
+        "format_version": 2, "normalize_run": RUN}
 
 
 @pytest.mark.parametrize("metadata, fragment", [
@@ -171,6 +175,10 @@ GOOD = {"mean": 0.1, "std": 0.3, "shape": [1, 28, 28], "stored_dtype": "uint8", 
     (json.dumps({**GOOD, "shape": [28, 28]}), "shape must be [1, 28, 28]"),
     (json.dumps({**GOOD, "stored_dtype": "float32"}), "stored_dtype must be 'uint8'"),
     (json.dumps({**GOOD, "num_images": 49}), "num_images must be 50"),
+    (json.dumps({**GOOD, "format_version": 1}), "format_version must be 2, got 1 (rerun the normalize stage)"),
+    (json.dumps({**GOOD, "normalize_run": "x"}), "normalize_run must be 64 hex digits, got 'x'"),
+    (json.dumps(GOOD), "content_sha256 must be 64 hex digits, got None"),
+    (json.dumps({**GOOD, "content_sha256": "0" * 64}), "content does not match its content_sha256"),
 ])
 def test_a_file_with_missing_or_wrong_metadata_is_refused(tmp_path, sample, metadata, fragment):
     pq.write_table(table_with_metadata(sample, metadata), tmp_path / "s.parquet")
@@ -179,5 +187,6 @@ def test_a_file_with_missing_or_wrong_metadata_is_refused(tmp_path, sample, meta
 
 def test_the_hand_built_table_is_accepted_with_good_metadata(tmp_path, sample):
     # Guards the test above: its tables fail only because of the metadata under test.
-    pq.write_table(table_with_metadata(sample, json.dumps(GOOD)), tmp_path / "s.parquet")
+    good = {**GOOD, "content_sha256": dataset.content_sha256(GOOD, *sample)}
+    pq.write_table(table_with_metadata(sample, json.dumps(good)), tmp_path / "s.parquet")
     assert len(read_split(tmp_path / "s.parquet")) == 50

@@ -28,9 +28,9 @@ from stages.common.mnist_sources import (
     mirror_env_source)
 from stages.common.params import load_stage_params
 from stages.fetch import SPEC
+from tests.mnist_mirror import MIRROR, needs_mirror
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MNIST = REPO.parent / "shared" / "mnist"
 NAMES = list(CANONICAL)
 
 
@@ -187,12 +187,24 @@ def test_an_unreachable_url_is_retried_with_backoff_then_skipped_for_the_other_f
     source = UrlSource("https://mirror.invalid/mnist/", timeout=7.5, retries=2, urlopen=urlopen, sleep=sleeps.append)
     good = DirectorySource(_write_mirror(tmp_path / "mirror"), "dir")
     results = _fetch(tmp_path / "raw", [source, good])
-    assert urlopen.calls == [(f"https://mirror.invalid/mnist/{NAMES[0]}.gz", 7.5)] * 3  # 1 try + 2 retries
+    assert [url for url, _ in urlopen.calls] == [f"https://mirror.invalid/mnist/{NAMES[0]}.gz"] * 3  # 1 + 2 retries
+    assert all(7 < timeout <= 7.5 for _, timeout in urlopen.calls)  # fetch.timeout, or what is left of it
     assert sleeps == [0.5, 1.0]
     assert results[0].failures == [("https://mirror.invalid/mnist/",
                                     "unreachable ([Errno -2] Name or service not known), 3 attempts")]
     assert [r.failures for r in results[1:]] == [results[0].failures] * 3  # remembered, not retried
     assert [r.source for r in results] == ["dir"] * 4
+
+
+def test_the_stall_clock_of_a_url_source_runs_only_while_it_is_asked(tmp_path):
+    now = [0.0]
+    urlopen = _raise(urllib.error.HTTPError("https://m/x", 404, "Not Found", {}, io.BytesIO()))
+    source = UrlSource("https://m/", timeout=5, retries=0, urlopen=urlopen, clock=lambda: now[0])
+    for name in NAMES[:2]:
+        with pytest.raises(SourceError, match="HTTP 404"):
+            source.chunks(name, tmp_path)
+        now[0] += 100  # other sources take their time: not a stall of this one
+    assert len(urlopen.calls) == 2
 
 
 @pytest.mark.parametrize("code, attempts", [(404, 1), (503, 3)])
@@ -359,7 +371,6 @@ def test_the_repository_params_pass_the_fetch_spec():
 
 # --- the real files and the real command ------------------------------------------------
 
-needs_shared_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"no local MNIST mirror at {SHARED_MNIST}")
 
 STAGE_FILES = {
     "dvc.yaml": "stages:\n  fetch:\n    cmd: python -m stages.fetch\n    params: [fetch]\n    outs: [data/raw]\n",
@@ -375,13 +386,13 @@ def _run_stage(cwd: Path, mirror_env: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-@needs_shared_mnist
+@needs_mirror
 def test_the_command_fetches_real_mnist_from_a_relative_mirror_directory(tmp_path):
-    done = _run_stage(tmp_path, os.path.relpath(SHARED_MNIST, tmp_path))
+    done = _run_stage(tmp_path, os.path.relpath(MIRROR, tmp_path))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == NAMES
-    assert all(f"from $MNIST_MIRROR (directory {SHARED_MNIST})" in line for line in lines)
+    assert all(f"from $MNIST_MIRROR (directory {MIRROR})" in line for line in lines)
     raw = tmp_path / "data" / "raw"
     assert _listing(raw) == sorted(NAMES)
     train_labels = (raw / "train-labels-idx1-ubyte").read_bytes()
@@ -390,10 +401,10 @@ def test_the_command_fetches_real_mnist_from_a_relative_mirror_directory(tmp_pat
     assert (raw / "t10k-images-idx3-ubyte").read_bytes()[:16] == bytes.fromhex("00000803 00002710 0000001c 0000001c")
 
 
-@needs_shared_mnist
+@needs_mirror
 def test_a_file_url_mirror_with_real_mnist(tmp_path):
     raw = tmp_path / "raw"
-    results = fetch_all(raw, [mirror_env_source(SHARED_MNIST.as_uri() + "/", timeout=5, retries=0)])
+    results = fetch_all(raw, [mirror_env_source(MIRROR.as_uri() + "/", timeout=5, retries=0)])
     assert [(r.name, r.size) for r in results] == [(f.name, f.size) for f in CANONICAL.values()]
     assert list((raw / "t10k-labels-idx1-ubyte").read_bytes()[8:18]) == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 

