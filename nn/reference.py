@@ -205,9 +205,9 @@ def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
 
 def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     """Gradient of ``maxpool_forward``: each window's ``dout`` goes to exactly ONE input,
+    the first maximum in row-major window order; overlapping windows add up.
 
     Fast twin: ``nn.pool.MaxPool2d.backward``.
-    the first maximum in row-major window order; overlapping windows add up.
 
     Parameters
     ----------
@@ -233,9 +233,9 @@ def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray
 
 def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     """Mean over each window, padded zeros included (PyTorch's ``count_include_pad=True``):
+    every window divides by ``kH * kW``.
 
     Fast twin: ``nn.pool.AvgPool2d.forward``.
-    every window divides by ``kH * kW``.
 
     Parameters
     ----------
@@ -264,9 +264,9 @@ def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
 
 def avgpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     """Gradient of ``avgpool_forward``: each input of a window receives ``dout / (kH*kW)``
+    (the share of padded positions is dropped).
 
     Fast twin: ``nn.pool.AvgPool2d.backward``.
-    (the share of padded positions is dropped).
 
     Parameters
     ----------
