@@ -207,8 +207,9 @@ def test_a_push_killed_halfway_then_rerun_completes(project, s3):
     deadline = time.monotonic() + 60
     while not s3.keys(f"{prefix}/files/") and push.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert push.poll() is None, "the push ended before it could be killed"
     os.killpg(push.pid, signal.SIGKILL)
-    assert push.wait() == -signal.SIGKILL, "the push ended before it could be killed"
+    assert push.wait() == -signal.SIGKILL
     halfway = set(s3.keys(f"{prefix}/"))
     assert halfway, "killed before anything was uploaded"
 
