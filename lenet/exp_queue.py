@@ -123,7 +123,9 @@ class Experiment:
 def experiments(all_commits: bool = False) -> dict[str, Experiment]:
     """Finished experiments with metrics, by name (the newest where a name repeats across
     baselines); from the HEAD baseline, or from every commit with ``all_commits``."""
-    output = dvc("exp", "show", "--json", *(["--all-commits"] if all_commits else [])).stdout
+    # A failed or queued run has no metrics of its own: DVC would show its baseline's.
+    output = dvc("exp", "show", "--json", "--hide-failed", "--hide-queued",
+                 *(["--all-commits"] if all_commits else [])).stdout
     found: dict[str, Experiment] = {}
     for baseline in json.loads(output):
         for experiment in baseline.get("experiments") or []:
