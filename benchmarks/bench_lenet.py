@@ -2,9 +2,9 @@
 
 Prints one JSON line per measurement (see benchmarks/README.md). Run from the repo root:
 
-    /work/venv/bin/python benchmarks/bench_lenet.py                      # full epochs
-    /work/venv/bin/python benchmarks/bench_lenet.py --epochs-fraction 0.1 # quick check
-    /work/venv/bin/python benchmarks/bench_lenet.py --workers 1           # one core each
+    python benchmarks/bench_lenet.py                      # full epochs
+    python benchmarks/bench_lenet.py --epochs-fraction 0.1 # quick check
+    python benchmarks/bench_lenet.py --workers 1           # one core each
 
 NumPy and PyTorch are timed in this one process, in alternating rounds (NumPy, PyTorch,
 NumPy, ...), so a machine that gets busier or quieter during the run slows both alike:
@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # nn/ and stages/
 
 import nn  # noqa: E402
+from benchmarks.machine import machine, torch_backend  # noqa: E402
 from nn.memory import retain_freed_memory  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES, EVAL_BATCH = 60_000, 10_000, 1000
@@ -210,6 +211,7 @@ def main() -> None:
           "epochs_fraction": args.epochs_fraction, "numpy": np.__version__, "workers": args.workers,
           "rounds": args.rounds, "cpus": os.cpu_count(), "python": platform.python_version(),
           "optimizer": f"SGD(lr={LR}, momentum={MOMENTUM})"})
+    emit({"what": "machine", **machine()})
 
     # NumPy warm-up before PyTorch is imported, so peak memory is NumPy's own: the first
     # steps allocate every buffer training and evaluation will ever use.
@@ -229,6 +231,7 @@ def main() -> None:
         try:
             import torch
             torch.set_num_threads(args.workers)
+            emit({"what": "torch_backend", **torch_backend(torch)})
         except ImportError:
             emit({"what": "torch", "skipped": "torch is not importable"})
 
