@@ -27,6 +27,7 @@ import pytest
 
 from tests.mnist_mirror import MIRROR, needs_mirror
 from tests.params_file import set_params
+from tests.scratch_project import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,12 +144,7 @@ def frozen_stage_pid(root: Path, name: str) -> int:
 def pristine(tmp_path_factory):
     """A git + DVC copy of the project after one ``dvc repro`` of the tiny pipeline."""
     root = tmp_path_factory.mktemp("pristine")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, root / name)
+    copy_project(root)
     set_params(root, TINY)
     git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
     sh(root, "git", "init", "-q")

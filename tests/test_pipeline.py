@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from stages.plot import FIGURES
 from tests.mnist_mirror import MIRROR, needs_mirror
 from tests.params_file import set_params
+from tests.scratch_project import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,16 +50,6 @@ def sh(root: Path, *args: str) -> str:
 
 def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def copy_project(root: Path) -> None:
-    """Copy the project's files (tracked, or new and not ignored) into ``root``: no outputs, no .git."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, root / name)
 
 
 @pytest.fixture(scope="module")

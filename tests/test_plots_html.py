@@ -11,7 +11,6 @@ Needs Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` Python pa
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from tests.mnist_mirror import needs_mirror
 from tests.test_pipeline import ROOT, SMALL, sh
 from tests.params_file import set_params
+from tests.scratch_project import copy_project
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 try:
@@ -96,11 +96,7 @@ DRAWN = """async () => {
 def repo(tmp_path_factory):
     """A git + DVC copy of the project, run twice on the small subset (lr 0.02, then 0.01)."""
     root = tmp_path_factory.mktemp("plots_repo")
-    files = sh(ROOT, "git", "ls-files", "-co", "--exclude-standard").split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, root / name)
+    copy_project(root)
     set_params(root, SMALL)
     git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
     sh(root, "git", "init", "-q")

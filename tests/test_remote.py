@@ -9,7 +9,6 @@ every other clone shares A's bare Git origin and the S3 bucket. Needs the test e
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from tests.params_file import set_params
 from tests.s3_server import S3Server, closed_port, s3  # noqa: F401 (s3 is a fixture)
 from tests.mnist_mirror import MIRROR, needs_mirror
 from tests.test_pipeline import ROOT, SMALL, stages_run
+from tests.scratch_project import copy_project
 
 pytestmark = [
     pytest.mark.slow,
@@ -106,12 +106,7 @@ def project(s3, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("remote")
     a = tmp / "a"
     a.mkdir()
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (a / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, a / name)
+    copy_project(a)
     set_params(a, ONE_EPOCH)
     sh(a, "git", "init", "-q")
     sh(a, "dvc", "remote", "add", "-d", "storage", f"s3://{s3.bucket}/project")

@@ -18,7 +18,8 @@ import pytest
 
 from tests.params_file import set_params
 from tests.mnist_mirror import needs_mirror
-from tests.test_pipeline import SMALL, copy_project, sh
+from tests.scratch_project import copy_project
+from tests.test_pipeline import SMALL, sh
 
 pytestmark = [
     pytest.mark.slow,

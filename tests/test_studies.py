@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from lenet import studies
 from lenet.exp_queue import Experiment
 from tests.mnist_mirror import MIRROR, needs_mirror
+from tests.scratch_project import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,12 +105,7 @@ SMALL = ["--only", "epochs", "-S", "train.epochs=1", "-S", "normalize.limit=2000
 def scratch_repo(root: Path) -> Path:
     """A committed git + DVC copy of the project (the queue runs only what git tracks)."""
     repo = root / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
+    copy_project(repo)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
