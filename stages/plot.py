@@ -23,7 +23,7 @@ import typer  # noqa: E402
 import nn  # noqa: E402
 from stages.common.atomic import atomic_write  # noqa: E402
 from stages.common.cli import run  # noqa: E402
-from stages.common.dataset import read_split  # noqa: E402
+from stages.common.dataset import blank_value, read_split  # noqa: E402
 from stages.common.errors import StageError  # noqa: E402
 from stages.common.model_files import MODELS, read_model  # noqa: E402
 from stages.common.outputs import staged_outputs  # noqa: E402
@@ -184,7 +184,7 @@ def main() -> None:
     with staged_outputs("plot", [PLOTS], params) as staged:
         out = staged.path(PLOTS)
         out.mkdir()
-        fill = (0.0 - train.metadata["mean"]) / train.metadata["std"]
+        fill = blank_value(train.metadata["mean"], train.metadata["std"])
         rng = np.random.default_rng(params["train.seed"])
         save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
                     out / "augmented.png")

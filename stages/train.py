@@ -22,8 +22,8 @@ from nn.training import EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.atomic import write_json, write_text
 from stages.common.cli import run
-from stages.common.dataset import RUN_KEY, check_same_run, read_split
-from stages.common.errors import StageError
+from stages.common.dataset import RUN_KEY, blank_value, check_same_run, read_split
+from stages.common.errors import StageError, first_line
 from stages.common.model_files import MODELS, write_model
 from stages.common.outputs import staged_outputs
 from stages.common.params import load_stage_params
@@ -151,7 +151,7 @@ def main() -> None:
     train_split, val_split = read_split(DATA / "train.parquet"), read_split(DATA / "val.parquet")
     check_same_run(train_split, val_split)
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
-    background = (0.0 - mean) / std  # what a blank pixel looks like after normalization
+    background = blank_value(mean, std)
 
     def fresh():
         rng = np.random.default_rng(params["train.seed"])
@@ -171,8 +171,7 @@ def main() -> None:
                     progress.epochs_done = state.epochs_done
                     print(f"resuming from {CHECKPOINT} after epoch {state.epochs_done}", file=sys.stderr)
                 except Exception as error:  # noqa: BLE001 - any damage: one line, and start over
-                    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-                    print(f"ignoring {CHECKPOINT}: corrupt ({reason}); starting over", file=sys.stderr)
+                    print(f"ignoring {CHECKPOINT}: corrupt ({first_line(error)}); starting over", file=sys.stderr)
                     close(trainer)  # the failed load may have filled some of its state
                     rng, trainer = fresh()
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import StageError
+from stages.common.errors import StageError, first_line
 
 try:  # Typer >= 0.2x vendors Click as typer._click; older ones raise Click's own exceptions
     from typer._click import ClickException as _VendoredClickException
@@ -111,8 +111,7 @@ def run(app: typer.Typer, *, report_time: bool = True) -> None:
     except Exception as error:  # noqa: BLE001 - the boundary: one line, the traceback on demand
         if debug:
             traceback.print_exc()
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        print(f"error: unexpected {type(error).__name__}: {first_line} "
+        print(f"error: unexpected {type(error).__name__}: {first_line(error)} "
               f"(rerun with {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
         raise SystemExit(1) from None
     # Typer returns an exit code instead of raising when it stopped early: --help (0),

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stages.common.atomic import atomic_write
-from stages.common.errors import StageError
+from stages.common.errors import StageError, first_line
 
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS_PER_IMAGE = 28 * 28
@@ -116,6 +116,12 @@ def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
         raise ValueError(f"need a finite mean and std > 0, got mean={mean}, std={std}")
     table = ((np.arange(256, dtype=np.float64) / 255.0 - mean) / std).astype(np.float32)
     return table[pixels].reshape(len(pixels), *IMAGE_SHAPE)
+
+
+def blank_value(mean: float, std: float) -> float:
+    """What a blank (0) pixel becomes after :func:`normalize_pixels`: the fill value for
+    pixels that augmentation moves in from outside the image."""
+    return (0.0 - mean) / std
 
 
 # --- writing and reading a split ----------------------------------------------------------
@@ -235,8 +241,7 @@ def _read_table(path: Path) -> pa.Table:
         with pq.ParquetFile(path) as parquet:
             return parquet.read()
     except (pa.ArrowException, OSError, ValueError) as error:  # ValueError: e.g. a column name not UTF-8
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StageError(f"{path}: not a readable Parquet file ({first_line})") from None
+        raise StageError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
 
 
 def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nn
 from stages.common.atomic import write_json
-from stages.common.errors import StageError
+from stages.common.errors import StageError, first_line
 
 MODELS = Path("models")
 WEIGHTS, CONFIG, PREPROCESSING = "model.npz", "model.json", "preprocessing.json"
@@ -60,7 +60,7 @@ def read_model(directory: Path = MODELS):
         with open(weights, "rb") as weights_file, open(config, encoding="utf-8") as config_file:
             model, config_values = nn.load_model(weights_file, config_file)
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = first_line(error)
         if "pickle" in reason:  # numpy's advice to allow pickles is never right for a model
             reason = "holds an object array, which no saved model does"
         raise _damaged(weights, f"corrupt or does not fit {config.name} ({reason})") from None

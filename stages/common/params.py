@@ -23,7 +23,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from stages.common.errors import StageError
+from stages.common.errors import StageError, first_line
 
 PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
@@ -37,8 +37,7 @@ def _yaml_load(path: Path) -> Any:
     except FileNotFoundError:
         raise StageError(f"{path}: file not found (run from the repository root)") from None
     except Exception as error:  # ruamel's parse errors span many lines: keep the first
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StageError(f"{path}: not valid YAML ({first_line})") from None
+        raise StageError(f"{path}: not valid YAML ({first_line(error)})") from None
 
 
 # --- value rules -----------------------------------------------------------------------

@@ -1,16 +1,19 @@
-"""The rules for every ``train.*`` param, shared by the train and plot stages."""
+"""The rules for every ``train.*`` param, shared by the train, evaluate and plot stages.
+
+Every option list comes from the ``nn`` module that implements the options, so a new
+activation or schedule is accepted here the moment ``nn`` has it.
+"""
 
 from __future__ import annotations
 
+from nn.init import SCHEMES as INITS
+from nn.lenet import ACTIVATIONS, POOLS
 from nn.loss import REDUCTIONS
+from nn.optim import OPTIMIZERS
+from nn.schedules import SCHEDULES
+from nn.training import MONITORS
 from stages.common.errors import StageError
 from stages.common.params import Bool, Choice, Float, Int, ListOf, StageParams
-
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
-POOLS = ("max", "avg")
-INITS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "randn")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "exponential", "cosine")
 
 AUGMENT_SPEC = {
     "train.augment.max_shift": Float(min=0, max=14),
@@ -43,7 +46,7 @@ TRAIN_SPEC = {
     "train.step_size": Int(min=1),
     "train.gamma": Float(gt=0, max=1),
     "train.min_lr": Float(min=0),
-    "train.early_stopping.monitor": Choice("val_loss", "val_accuracy"),
+    "train.early_stopping.monitor": Choice(*MONITORS),
     "train.early_stopping.patience": Int(min=0),
     "train.early_stopping.min_delta": Float(min=0),
     **AUGMENT_SPEC,
