@@ -67,6 +67,7 @@ def outputs(root: Path):
     return weights, (root / "metrics/train.json").read_text(), history
 
 
+@pytest.mark.slow  # a training process
 def test_outputs_of_a_run(project):
     log = train(project)
     assert "epoch 3/3" in log and not (project / "checkpoints/train.npz").exists()
@@ -79,6 +80,7 @@ def test_outputs_of_a_run(project):
         "mean": 0.2, "std": 0.35, "normalize_run": "0" * 64}  # the run the splits came from
 
 
+@pytest.mark.slow  # a training process
 def test_killed_mid_epoch_then_rerun_ends_bit_identical(project, tmp_path_factory):
     reference = tmp_path_factory.mktemp("uninterrupted")
     shutil.copytree(project, reference, dirs_exist_ok=True)
@@ -89,7 +91,7 @@ def test_killed_mid_epoch_then_rerun_ends_bit_identical(project, tmp_path_factor
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.005)
-    time.sleep(0.05)  # into the next epoch's batches
+    process.send_signal(signal.SIGSTOP)  # frozen after its first checkpoint: no race with its end
     assert process.poll() is None, "training ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.communicate()
@@ -105,6 +107,7 @@ def test_killed_mid_epoch_then_rerun_ends_bit_identical(project, tmp_path_factor
         assert weights[name].tobytes() == ref_weights[name].tobytes(), name
 
 
+@pytest.mark.slow  # a training process
 def test_a_checkpoint_from_other_params_is_not_resumed(project):
     process = start_training(project)
     checkpoint = project / "checkpoints/train.npz"
@@ -118,6 +121,7 @@ def test_a_checkpoint_from_other_params_is_not_resumed(project):
     assert json.loads((project / "metrics/train.json").read_text())["epochs_run"] == 3
 
 
+@pytest.mark.slow  # a training process
 def test_divergence_fails_cleanly_with_no_outputs(project):
     set_params(project, {"train.lr": 10.0, "train.init": "randn", "train.warmup_epochs": 0})
     process = start_training(project)
