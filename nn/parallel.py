@@ -19,6 +19,14 @@ One training step of ``DataParallel(model, workers=2).forward_backward(x, labels
 
 ``forward`` and ``backward`` work too, as for any module (one exchange each).
 
+The protocol. Each worker has a pipe and four blocks of shared memory
+(``nn.shared_arrays``): the parameters (one block for all workers, written by this process
+only), its parameter gradients (written by the worker only), an inbox and an outbox. This
+process sends a ``ForwardRequest``, ``ForwardBackwardRequest`` or ``BackwardRequest``, whose
+arrays lie in the inbox, and the worker answers each with exactly one ``Reply`` (its result
+in the outbox, its gradients in its block) or ``Failure``; ``Close`` ends it, unanswered.
+A worker has at most one request at a time, so no box is written while it is read.
+
 The numbers are reproducible for a given number of workers, whichever core runs what: each
 shard is computed by the same code on the same data and the shard gradients are added in a
 fixed order. They are not bit-identical to ``workers=1`` (a sum over two half-batches rounds
@@ -29,23 +37,22 @@ hyperparameters.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import signal
 import time
 import traceback
 import weakref
-from typing import Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
 from nn.memory import retain_freed_memory
 from nn.module import Module
+from nn.shared_arrays import Slot, fetch, layout, post, shared_block, views
 
 # Each worker uses one core: more BLAS threads per process would fight over the same cores.
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-_ALIGN = 64  # bytes: every shared array starts on its own cache line
 # Arrays travel through shared memory, not pickled through the pipe (which costs ~0.1 ms
 # per array each way): each worker has an inbox (its shard of the input, labels, output
 # gradients) and an outbox (its logits, input gradients). Larger arrays take the pipe.
@@ -55,30 +62,129 @@ BOX_BYTES = 4 << 20
 # costs ~0.1-0.3 ms on these machines, a few % of a step; steps come faster than this.
 SPIN_SECONDS = 0.002
 
+# An array as a message carries it: a Slot in the sender's box, or, when it did not fit,
+# the array itself (pickled); None where there is no array.
+Posted = Slot | np.ndarray | None
+
+
+# -- messages: requests to a worker ------------------------------------------------------
+class ForwardRequest(NamedTuple):
+    """Run ``forward`` on a shard; the worker replies with its output.
+
+    Attributes
+    ----------
+    training : bool
+        The mode to run in (``module.train(training)``).
+    input_grad : bool
+        ``module.input_grad``: whether the next ``BackwardRequest`` returns the input gradient.
+    seeds : list of int
+        One per layer that draws random numbers (Dropout), in ``_random_layers`` order: each
+        such layer gets a fresh generator from its seed. Empty in eval mode.
+    x : Posted
+        The worker's shard of the input, in its inbox.
+
+    Shape
+    -----
+    x : (n_k, ...), rows ``shards[k]`` of the batch's (N, ...).
+    """
+
+    training: bool
+    input_grad: bool
+    seeds: list[int]
+    x: Posted
+
+
+class ForwardBackwardRequest(NamedTuple):
+    """Run ``forward``, the loss and ``backward`` on a shard; the worker replies with its loss
+    and output, its parameter gradients in its gradient block.
+
+    Attributes
+    ----------
+    forward : ForwardRequest
+        The forward half; its ``x`` lies first in the inbox.
+    labels : Posted
+        The shard's labels, after ``x`` in the inbox.
+    batch_size : int
+        N, the size of the whole batch: ``loss_fn``'s divisor for a mean loss.
+    loss_fn : callable
+        ``loss_fn(logits, labels, batch_size) -> (loss, dlogits)`` (``SoftmaxCrossEntropy``),
+        pickled with every request (a few bytes).
+
+    Shape
+    -----
+    labels : (n_k,) ints
+    """
+
+    forward: ForwardRequest
+    labels: Posted
+    batch_size: int
+    loss_fn: Callable[..., tuple[float, np.ndarray]]
+
+
+class BackwardRequest(NamedTuple):
+    """Run ``backward`` after the last ``ForwardRequest``; the worker replies with the input
+    gradient, its parameter gradients in its gradient block.
+
+    Attributes
+    ----------
+    dout : Posted
+        Gradient of the loss with respect to the worker's last output, in its inbox.
+
+    Shape
+    -----
+    dout : (n_k, ...), the shape of that output.
+    """
+
+    dout: Posted
+
+
+class Close(NamedTuple):
+    """Stop: the worker returns without a reply."""
+
+
+# -- messages: a worker's answer -----------------------------------------------------------
+class Reply(NamedTuple):
+    """A request done.
+
+    Attributes
+    ----------
+    loss : float or None
+        The shard's loss for a ``ForwardBackwardRequest`` (given the whole batch size, so
+        the shards' losses add up to the batch's); None otherwise.
+    result : Posted
+        The output of ``forward`` (the logits), or of ``backward`` (the input gradient, None
+        when ``input_grad`` is off), in the worker's outbox. ``DataParallel._run`` hands on
+        replies with it fetched: an array (or None).
+
+    Shape
+    -----
+    result : (n_k, K) logits, or (n_k, ...) like the shard of ``x`` for an input gradient.
+    """
+
+    loss: float | None
+    result: Posted
+
+
+class Failure(NamedTuple):
+    """A request that raised in the worker (which keeps serving).
+
+    Attributes
+    ----------
+    traceback : str
+        The formatted traceback, raised here inside a ``WorkerError``.
+    """
+
+    traceback: str
+
+
+Request = ForwardRequest | ForwardBackwardRequest | BackwardRequest | Close
+
 
 class WorkerError(RuntimeError):
     """A worker process failed (its traceback is in the message) or died."""
 
 
-def _layout(module: Module) -> tuple[list[tuple[str, str, tuple[int, ...], int]], int]:
-    """``(name, dtype, shape, byte offset)`` of every parameter in one shared block, and its size."""
-    entries, offset = [], 0
-    for name, value in module.named_parameters():
-        entries.append((name, value.dtype.str, value.shape, offset))
-        offset += -(-value.nbytes // _ALIGN) * _ALIGN
-    return entries, max(offset, 1)
-
-
-def _view(block, dtype, shape, offset: int = 0) -> np.ndarray:
-    """An array of ``dtype`` and ``shape`` viewing the shared ``block`` from byte ``offset``."""
-    return np.frombuffer(block, dtype=np.dtype(dtype), count=int(np.prod(shape)), offset=offset).reshape(shape)
-
-
-def _views(block, layout) -> dict[str, np.ndarray]:
-    """Arrays by parameter name, viewing the shared ``block`` (no copies)."""
-    return {name: _view(block, dtype, shape, offset) for name, dtype, shape, offset in layout}
-
-
+# -- the worker --------------------------------------------------------------------------
 def _named_modules(module: Module, prefix: str = "") -> Iterator[tuple[str, Module]]:
     """``(dotted prefix, module)`` for ``module`` and all its descendants, in a fixed order."""
     yield prefix, module
@@ -92,12 +198,12 @@ def _random_layers(module: Module) -> list[Module]:
     return [m for _, m in _named_modules(module) if isinstance(getattr(m, "rng", None), np.random.Generator)]
 
 
-def _bind(module: Module, views: dict[str, np.ndarray]) -> None:
-    """Make ``module``'s parameters *be* the shared ``views`` (whose values the parent
+def _bind(module: Module, params: dict[str, np.ndarray]) -> None:
+    """Make ``module``'s parameters *be* the shared ``params`` views (whose values the parent
     publishes before every forward: a worker never writes them)."""
     for prefix, owner in _named_modules(module):
         for key in owner.params:
-            owner.params[key] = views[prefix + key]
+            owner.params[key] = params[prefix + key]
 
 
 def _wait(conn) -> None:
@@ -109,43 +215,39 @@ def _wait(conn) -> None:
             return
 
 
-class _Boxed(tuple):
-    """Where an array lies in a box: ``(dtype, shape, byte offset)``."""
+def _run_forward(module: Module, random_layers: list[Module], request: ForwardRequest, inbox) -> np.ndarray:
+    """Set the mode, flags and dropout generators a ``ForwardRequest`` asks for; run forward."""
+    module.train(request.training)
+    module.input_grad = request.input_grad
+    for layer, seed in zip(random_layers, request.seeds):
+        layer.rng = np.random.default_rng(seed)
+    return module.forward(fetch(request.x, inbox))
 
 
-def _post(arrays: list, box) -> list:
-    """Copy ``arrays`` one after another into the shared ``box``; returns what to send in
-    their place: a ``_Boxed`` for each array that fits, anything else (None, or an array
-    too large) as it is."""
-    items, offset = [], 0
-    for array in arrays:
-        if isinstance(array, np.ndarray) and offset + array.nbytes <= len(box):
-            _view(box, array.dtype, array.shape, offset)[...] = array
-            items.append(_Boxed((array.dtype.str, array.shape, offset)))
-            offset += -(-array.nbytes // _ALIGN) * _ALIGN
-        else:
-            items.append(array)
-    return items
+def _serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_block, inbox, outbox) -> None:
+    """A worker's loop: answer requests on its replica of ``module`` until ``Close``.
 
+    Parameters
+    ----------
+    conn : multiprocessing.connection.Connection
+        This worker's end of its pipe: requests in, replies out.
+    module : Module
+        The replica (unpickled from the parent's model); its parameters are rebound to views
+        of ``params_block``.
+    slots : dict of str to Slot
+        The layout of ``params_block`` and ``grads_block``, by parameter name.
+    params_block, grads_block, inbox, outbox
+        This worker's shared blocks (see the module docstring).
 
-def _fetch(items: list, box) -> list:
-    """The arrays ``_post`` sent, as views of ``box`` (valid until the box is written again)."""
-    return [_view(box, *item) if isinstance(item, _Boxed) else item for item in items]
-
-
-def _serve(conn, module: Module, layout, params_block, grads_block, inbox, outbox) -> None:
-    """A worker's loop: run forward/backward requests on its replica until told to stop.
-
-    Requests: ``("forward", training, input_grad, seeds, [x])``,
-    ``("forward_backward", training, input_grad, seeds, [x, labels], batch_size, loss_fn)``,
-    ``("backward", [dout])`` and ``("close",)``, arrays boxed in ``inbox``. Replies:
-    ``("ok", loss or None, [result])`` with the result (logits or input gradient) boxed in
-    ``outbox``, or ``("error", traceback)``.
+    Notes
+    -----
+    Returns on ``Close`` or when the parent is gone (the pipe closes). An exception in a
+    request is sent back as a ``Failure`` and the loop goes on.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes us
     retain_freed_memory()
-    _bind(module, _views(params_block, layout))
-    grads = _views(grads_block, layout)
+    _bind(module, views(params_block, slots))
+    grads = views(grads_block, slots)
     random_layers = _random_layers(module)
     while True:
         try:
@@ -153,36 +255,30 @@ def _serve(conn, module: Module, layout, params_block, grads_block, inbox, outbo
             request = conn.recv()
         except (EOFError, OSError):  # the parent is gone
             return
-        kind = request[0]
-        if kind == "close":
+        if isinstance(request, Close):
             return
         try:
             loss = None
-            if kind == "backward":
-                (dout,) = _fetch(request[1], inbox)
-                result = module.backward(dout)
+            if isinstance(request, ForwardRequest):
+                result = _run_forward(module, random_layers, request, inbox)
+            elif isinstance(request, ForwardBackwardRequest):
+                result = _run_forward(module, random_layers, request.forward, inbox)
+                loss, dlogits = request.loss_fn(result, fetch(request.labels, inbox), request.batch_size)
+                module.backward(dlogits)
             else:
-                training, input_grad, seeds, arrays = request[1:5]
-                module.train(training)
-                module.input_grad = input_grad
-                for layer, seed in zip(random_layers, seeds):
-                    layer.rng = np.random.default_rng(seed)
-                x, *labels = _fetch(arrays, inbox)
-                result = module.forward(x)
-                if kind == "forward_backward":
-                    batch_size, loss_fn = request[5:]
-                    loss, dlogits = loss_fn(result, labels[0], batch_size)
-                    module.backward(dlogits)
-            if kind != "forward":
+                result = module.backward(fetch(request.dout, inbox))
+            if not isinstance(request, ForwardRequest):
                 for name, grad in module.named_gradients():
                     grads[name][...] = grad
-            conn.send(("ok", loss, _post([result], outbox)))
+            conn.send(Reply(loss, *post([result], outbox)))
         except Exception:  # report it; the parent raises it as a WorkerError
-            conn.send(("error", traceback.format_exc()))
+            conn.send(Failure(traceback.format_exc()))
 
 
 @contextlib.contextmanager
 def _environment(values: dict[str, str]):
+    """Set environment variables for the ``with`` block (processes started in it inherit
+    them), then restore the previous values."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -196,9 +292,10 @@ def _environment(values: dict[str, str]):
 
 
 def _shutdown(processes, connections) -> None:
+    """Send every worker ``Close``, then wait for it (5 s at most before terminating it)."""
     for conn in connections:
         with contextlib.suppress(OSError):
-            conn.send(("close",))
+            conn.send(Close())
             conn.close()
     for process in processes:
         process.join(timeout=5)
@@ -207,6 +304,7 @@ def _shutdown(processes, connections) -> None:
             process.join()
 
 
+# -- the module --------------------------------------------------------------------------
 class DataParallel(Module):
     """Run ``module`` on ``workers`` processes at once, each on an equal shard of every batch.
 
@@ -216,16 +314,25 @@ class DataParallel(Module):
     names, ``state_dict`` and ``load_state_dict``; gradients end up in ``module``'s ``grads``,
     summed over the shards. Optimizers may hold ``module``'s parameters as before.
 
-    Args
-    ----
-    module : the model. Layers must keep no state besides ``params`` (and Dropout's ``rng``,
+    Parameters
+    ----------
+    module : Module
+        The model. Layers must keep no state besides ``params`` (and Dropout's ``rng``,
         which each worker reseeds every training step from a seed drawn from this process's).
-    workers : number of shards, = processes including this one; 1 runs ``module`` alone.
+    workers : int, default 2
+        Number of shards, = processes including this one; 1 runs ``module`` alone.
+
+    Raises
+    ------
+    ValueError
+        If ``workers`` is not an int >= 1.
 
     Shape
     -----
     x : (N, ...) -> what ``module`` returns for (N, ...); shards are ``np.array_split`` of N.
 
+    Notes
+    -----
     Call ``close()`` (or use ``with``) to stop the workers; they also stop when this object
     is garbage-collected or this process ends, and exit by themselves if it is killed.
     For a one-core-per-process split, run this process with one BLAS thread
@@ -245,24 +352,22 @@ class DataParallel(Module):
         self._inboxes, self._outboxes = [], []
         if workers == 1:
             return
-        layout, size = _layout(module)
+        slots, nbytes = layout(module.named_parameters())
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads
-        self._params_block = context.RawArray(ctypes.c_uint8, size)
-        self._params = _views(self._params_block, layout)
+        self._params_block = shared_block(nbytes)
+        self._params = views(self._params_block, slots)
         self._publish()
         with _environment(_ONE_THREAD):
             for _ in range(workers - 1):
-                grads_block = context.RawArray(ctypes.c_uint8, size)
-                inbox = context.RawArray(ctypes.c_uint8, BOX_BYTES)
-                outbox = context.RawArray(ctypes.c_uint8, BOX_BYTES)
+                grads_block, inbox, outbox = shared_block(nbytes), shared_block(BOX_BYTES), shared_block(BOX_BYTES)
                 here, there = context.Pipe()
                 process = context.Process(target=_serve, daemon=True,
-                                          args=(there, module, layout, self._params_block, grads_block, inbox, outbox))
+                                          args=(there, module, slots, self._params_block, grads_block, inbox, outbox))
                 process.start()
                 there.close()
                 self._connections.append(here)
                 self._processes.append(process)
-                self._grads.append(_views(grads_block, layout))
+                self._grads.append(views(grads_block, slots))
                 self._inboxes.append(inbox)
                 self._outboxes.append(outbox)
         self._finalizer = weakref.finalize(self, _shutdown, self._processes, self._connections)
@@ -295,26 +400,79 @@ class DataParallel(Module):
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``module.forward`` of the whole batch, each shard computed by its process.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            The batch.
+
+        Returns
+        -------
+        numpy.ndarray
+            The shards' outputs, concatenated in order.
+
+        Raises
+        ------
+        WorkerError
+            If a worker failed or died, or this is closed.
+
+        Shape
+        -----
+        x : (N, ...) -> (N, ...) as ``module`` returns.
+        """
         shards = self._start(len(x))
         if len(shards) == 1:
             return self.module.forward(x)
-        requests = [("forward", *self._header(inbox, [x[shard]])) for inbox, shard in zip(self._inboxes, shards[1:])]
-        first, rest = self._run(requests, lambda: self.module.forward(x[shards[0]]))
-        return np.concatenate([first, *(result for _, result in rest)])
+        requests = [self._forward_request(*post([x[shard]], inbox)) for inbox, shard in self._workers_shards()]
+        first, replies = self._run(requests, lambda: self.module.forward(x[shards[0]]))
+        return np.concatenate([first, *(reply.result for reply in replies)])
 
     def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
         """``forward``, ``loss_fn`` and ``backward`` of one training batch in ONE exchange
-        with the workers (``forward`` then ``backward`` take two): each process computes the
-        loss of its shard given the whole batch size (``loss_fn(logits, labels, batch_size)``,
-        as ``SoftmaxCrossEntropy`` takes it: a mean divides by it, a sum needs no divisor),
-        so the shards' losses add up to the batch's and their gradient rows are the batch's,
-        whatever the reduction. Returns ``(loss, logits)``;
-        the summed gradients are in ``grads``; input gradients are not returned."""
+        with the workers (``forward`` then ``backward`` take two).
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            The batch.
+        labels : numpy.ndarray
+            Its labels.
+        loss_fn : callable
+            ``loss_fn(logits, labels, batch_size) -> (loss, dlogits)``, as
+            ``SoftmaxCrossEntropy`` takes it. Each process computes the loss of its shard
+            given the whole batch size (a mean divides by it, a sum needs no divisor), so
+            the shards' losses add up to the batch's and their gradient rows are the
+            batch's, whatever the reduction.
+
+        Returns
+        -------
+        loss : float
+            The batch's loss.
+        logits : numpy.ndarray
+            The batch's output.
+
+        Raises
+        ------
+        WorkerError
+            If a worker failed or died, or this is closed.
+
+        Shape
+        -----
+        x : (N, ...), labels : (N,) -> logits : (N, K)
+
+        Notes
+        -----
+        The gradients, summed over the shards, are left in ``grads``; input gradients are
+        not computed for the caller.
+        """
         shards, n = self._start(len(x)), len(x)
         if len(shards) == 1:
             return super().forward_backward(x, labels, loss_fn)
-        requests = [("forward_backward", *self._header(inbox, [x[shard], labels[shard]]), n, loss_fn)
-                    for inbox, shard in zip(self._inboxes, shards[1:])]
+        requests = []
+        for inbox, shard in self._workers_shards():
+            x_posted, labels_posted = post([x[shard], labels[shard]], inbox)
+            requests.append(ForwardBackwardRequest(self._forward_request(x_posted), labels_posted, n, loss_fn))
 
         def own():
             logits = self.module.forward(x[shards[0]])
@@ -322,20 +480,48 @@ class DataParallel(Module):
             self.module.backward(dlogits)
             return loss, logits
 
-        (loss, logits), rest = self._run(requests, own)
-        self._add_worker_gradients(len(rest))
-        return loss + sum(part_loss for part_loss, _ in rest), np.concatenate([logits, *(part for _, part in rest)])
+        (loss, logits), replies = self._run(requests, own)
+        self._add_worker_gradients(len(replies))
+        return (loss + sum(reply.loss for reply in replies),
+                np.concatenate([logits, *(reply.result for reply in replies)]))
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        """``module.backward`` of the last ``forward``'s batch, shard by shard.
+
+        Parameters
+        ----------
+        dout : numpy.ndarray
+            Gradient of the loss with respect to the last output.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The input gradient, concatenated over the shards; None when ``input_grad`` is off.
+
+        Raises
+        ------
+        RuntimeError
+            If no ``forward`` came first.
+        WorkerError
+            If a worker failed or died, or this is closed.
+
+        Shape
+        -----
+        dout : (N, ...) like the output -> (N, ...) like ``x``.
+
+        Notes
+        -----
+        The parameter gradients, summed over the shards, are left in ``grads``.
+        """
         if self._shards is None:
             raise RuntimeError("DataParallel.backward called before forward")
         shards = self._shards
         if len(shards) == 1:
             return self.module.backward(dout)
-        requests = [("backward", _post([dout[shard]], inbox)) for inbox, shard in zip(self._inboxes, shards[1:])]
-        first, rest = self._run(requests, lambda: self.module.backward(dout[shards[0]]))
-        self._add_worker_gradients(len(rest))
-        return None if first is None else np.concatenate([first, *(result for _, result in rest)])
+        requests = [BackwardRequest(*post([dout[shard]], inbox)) for inbox, shard in self._workers_shards()]
+        first, replies = self._run(requests, lambda: self.module.backward(dout[shards[0]]))
+        self._add_worker_gradients(len(replies))
+        return None if first is None else np.concatenate([first, *(reply.result for reply in replies)])
 
     @property
     def worker_pids(self) -> list[int]:
@@ -356,6 +542,7 @@ class DataParallel(Module):
 
     # -- plumbing ----------------------------------------------------------------------
     def _split(self, n: int) -> list[slice]:
+        """``workers`` consecutive slices of ``range(n)``, sized as ``np.array_split``'s."""
         bounds = np.cumsum([0] + [len(part) for part in np.array_split(np.empty(n), self.workers)])
         return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -368,13 +555,19 @@ class DataParallel(Module):
             self._publish()
         return shards
 
-    def _header(self, inbox, arrays: list) -> tuple:
-        """``(training, input_grad, dropout seeds, boxed arrays)`` of a forward request; the
+    def _workers_shards(self) -> list[tuple[Any, slice]]:
+        """``(inbox, shard)`` of each worker that has a shard of the current batch (shard 0
+        is this process's)."""
+        return list(zip(self._inboxes, self._shards[1:]))
+
+    def _forward_request(self, x: Posted) -> ForwardRequest:
+        """A ``ForwardRequest`` for the posted shard ``x``, in the current mode. Its dropout
         seeds come from this process's generators, so they alone decide every worker's masks."""
         seeds = [int(layer.rng.integers(2**63)) for layer in self._random_layers] if self.training else []
-        return self.training, self.input_grad, seeds, _post(arrays, inbox)
+        return ForwardRequest(self.training, self.input_grad, seeds, x)
 
     def _add_worker_gradients(self, workers: int) -> None:
+        """Add the gradients of the first ``workers`` workers to ``module``'s, in order."""
         for grads in self._grads[:workers]:
             for name, grad in self.module.named_gradients():
                 grad += grads[name]  # backward stores fresh arrays: safe to add into
@@ -384,10 +577,31 @@ class DataParallel(Module):
         for name, value in self.module.named_parameters():
             self._params[name][...] = value
 
-    def _run(self, requests: list, own):
-        """Send ``requests[k]`` to worker k, run ``own()`` here meanwhile, then collect every
-        reply: ``(own's result, [(worker loss, worker result)])``. All replies are read even when
-        something fails, so that requests and replies stay paired."""
+    def _run(self, requests: list[Request], own: Callable[[], Any]) -> tuple[Any, list[Reply]]:
+        """Send ``requests[k]`` to worker k, run ``own()`` here meanwhile, then collect every reply.
+
+        Parameters
+        ----------
+        requests : list of Request
+            One per worker in use, its arrays already posted in that worker's inbox.
+        own : callable
+            This process's share of the work.
+
+        Returns
+        -------
+        first : Any
+            What ``own()`` returned.
+        replies : list of Reply
+            Worker k's reply, its ``result`` fetched: a view of worker k's outbox, valid
+            until the next request (copy it before then), or an array, or None.
+
+        Raises
+        ------
+        WorkerError
+            If this is closed, a worker is gone, or a worker replied with a ``Failure``.
+            All replies are read even when something fails, so that requests and replies
+            stay paired.
+        """
         if self._closed:
             raise WorkerError("DataParallel is closed")
         for conn, request in zip(self._connections, requests):
@@ -401,13 +615,12 @@ class DataParallel(Module):
         finally:
             replies = [self._receive(k) for k in range(len(requests))]
         for k, reply in enumerate(replies):
-            if reply[0] == "error":
-                raise WorkerError(f"DataParallel worker {k + 1} failed:\n{reply[1]}")
-        # (loss, result) per worker; results are views of the outboxes: copy before reuse.
-        return first, [(loss, _fetch(items, outbox)[0])
-                       for (_, loss, items), outbox in zip(replies, self._outboxes)]
+            if isinstance(reply, Failure):
+                raise WorkerError(f"DataParallel worker {k + 1} failed:\n{reply.traceback}")
+        return first, [Reply(reply.loss, fetch(reply.result, outbox)) for reply, outbox in zip(replies, self._outboxes)]
 
-    def _receive(self, k: int):
+    def _receive(self, k: int) -> Reply | Failure:
+        """Worker k's answer to its request; raises ``WorkerError`` (and closes) if it died."""
         conn = self._connections[k]
         try:
             _wait(conn)
