@@ -67,25 +67,22 @@ SPIN_SECONDS = 0.002
 Posted = Slot | np.ndarray | None
 
 
-# -- messages: requests to a worker ------------------------------------------------------
+# -- messages: requests to a worker, and its answers --------------------------------------
+# Shapes: worker k computes rows ``shards[k]`` of a batch of N, n_k rows.
 class ForwardRequest(NamedTuple):
-    """Run ``forward`` on a shard; the worker replies with its output.
+    """Run ``forward`` on a shard; answered by a ``Reply`` with the output.
 
     Attributes
     ----------
     training : bool
         The mode to run in (``module.train(training)``).
     input_grad : bool
-        ``module.input_grad``: whether the next ``BackwardRequest`` returns the input gradient.
+        ``module.input_grad``: whether the next ``backward`` returns the input gradient.
     seeds : list of int
-        One per layer that draws random numbers (Dropout), in ``_random_layers`` order: each
-        such layer gets a fresh generator from its seed. Empty in eval mode.
-    x : Posted
+        Seeds for fresh generators of the layers that draw random numbers (Dropout), one
+        each in ``_random_layers`` order; empty in eval mode.
+    x : Posted, (n_k, ...)
         The worker's shard of the input, in its inbox.
-
-    Shape
-    -----
-    x : (n_k, ...), rows ``shards[k]`` of the batch's (N, ...).
     """
 
     training: bool
@@ -95,24 +92,20 @@ class ForwardRequest(NamedTuple):
 
 
 class ForwardBackwardRequest(NamedTuple):
-    """Run ``forward``, the loss and ``backward`` on a shard; the worker replies with its loss
-    and output, its parameter gradients in its gradient block.
+    """Run ``forward``, the loss and ``backward`` on a shard; answered by a ``Reply`` with
+    the loss and the output, the parameter gradients in the worker's gradient block.
 
     Attributes
     ----------
     forward : ForwardRequest
         The forward half; its ``x`` lies first in the inbox.
-    labels : Posted
+    labels : Posted, (n_k,) ints
         The shard's labels, after ``x`` in the inbox.
     batch_size : int
-        N, the size of the whole batch: ``loss_fn``'s divisor for a mean loss.
+        N, the whole batch's size: the divisor of a mean loss.
     loss_fn : callable
-        ``loss_fn(logits, labels, batch_size) -> (loss, dlogits)`` (``SoftmaxCrossEntropy``),
-        pickled with every request (a few bytes).
-
-    Shape
-    -----
-    labels : (n_k,) ints
+        ``loss_fn(logits, labels, batch_size) -> (loss, dlogits)`` (``SoftmaxCrossEntropy``,
+        a few bytes pickled).
     """
 
     forward: ForwardRequest
@@ -122,43 +115,33 @@ class ForwardBackwardRequest(NamedTuple):
 
 
 class BackwardRequest(NamedTuple):
-    """Run ``backward`` after the last ``ForwardRequest``; the worker replies with the input
-    gradient, its parameter gradients in its gradient block.
+    """Run ``backward`` of the last forward; answered by a ``Reply`` with the input gradient,
+    the parameter gradients in the worker's gradient block.
 
     Attributes
     ----------
-    dout : Posted
-        Gradient of the loss with respect to the worker's last output, in its inbox.
-
-    Shape
-    -----
-    dout : (n_k, ...), the shape of that output.
+    dout : Posted, (n_k, ...) like the last output
+        Gradient of the loss with respect to that output, in the inbox.
     """
 
     dout: Posted
 
 
 class Close(NamedTuple):
-    """Stop: the worker returns without a reply."""
+    """Stop: the worker returns, unanswered."""
 
 
-# -- messages: a worker's answer -----------------------------------------------------------
 class Reply(NamedTuple):
     """A request done.
 
     Attributes
     ----------
     loss : float or None
-        The shard's loss for a ``ForwardBackwardRequest`` (given the whole batch size, so
-        the shards' losses add up to the batch's); None otherwise.
-    result : Posted
-        The output of ``forward`` (the logits), or of ``backward`` (the input gradient, None
-        when ``input_grad`` is off), in the worker's outbox. ``DataParallel._run`` hands on
-        replies with it fetched: an array (or None).
-
-    Shape
-    -----
-    result : (n_k, K) logits, or (n_k, ...) like the shard of ``x`` for an input gradient.
+        The shard's loss (given the whole batch size) for a ``ForwardBackwardRequest``,
+        else None.
+    result : Posted, (n_k, K) logits or (n_k, ...) like ``x``
+        The output of forward, or the input gradient of backward (None when
+        ``input_grad`` is off), in the worker's outbox.
     """
 
     loss: float | None
@@ -166,12 +149,12 @@ class Reply(NamedTuple):
 
 
 class Failure(NamedTuple):
-    """A request that raised in the worker (which keeps serving).
+    """A request that raised in the worker, which goes on serving.
 
     Attributes
     ----------
     traceback : str
-        The formatted traceback, raised here inside a ``WorkerError``.
+        The formatted traceback; raised here inside a ``WorkerError``.
     """
 
     traceback: str
@@ -265,7 +248,7 @@ def _serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_blo
                 result = _run_forward(module, random_layers, request.forward, inbox)
                 loss, dlogits = request.loss_fn(result, fetch(request.labels, inbox), request.batch_size)
                 module.backward(dlogits)
-            else:
+            else:  # a BackwardRequest
                 result = module.backward(fetch(request.dout, inbox))
             if not isinstance(request, ForwardRequest):
                 for name, grad in module.named_gradients():
@@ -326,6 +309,9 @@ class DataParallel(Module):
     ------
     ValueError
         If ``workers`` is not an int >= 1.
+    WorkerError
+        From ``forward``, ``forward_backward`` and ``backward``, if a worker failed (its
+        traceback in the message) or died, or after ``close()``.
 
     Shape
     -----
@@ -400,27 +386,8 @@ class DataParallel(Module):
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``module.forward`` of the whole batch, each shard computed by its process.
-
-        Parameters
-        ----------
-        x : numpy.ndarray
-            The batch.
-
-        Returns
-        -------
-        numpy.ndarray
-            The shards' outputs, concatenated in order.
-
-        Raises
-        ------
-        WorkerError
-            If a worker failed or died, or this is closed.
-
-        Shape
-        -----
-        x : (N, ...) -> (N, ...) as ``module`` returns.
-        """
+        """``module.forward`` of the batch ``x``: the shards' outputs, each computed by its
+        process, concatenated in order."""
         shards = self._start(len(x))
         if len(shards) == 1:
             return self.module.forward(x)
@@ -434,10 +401,8 @@ class DataParallel(Module):
 
         Parameters
         ----------
-        x : numpy.ndarray
-            The batch.
-        labels : numpy.ndarray
-            Its labels.
+        x, labels : numpy.ndarray
+            The batch and its labels.
         loss_fn : callable
             ``loss_fn(logits, labels, batch_size) -> (loss, dlogits)``, as
             ``SoftmaxCrossEntropy`` takes it. Each process computes the loss of its shard
@@ -452,11 +417,6 @@ class DataParallel(Module):
         logits : numpy.ndarray
             The batch's output.
 
-        Raises
-        ------
-        WorkerError
-            If a worker failed or died, or this is closed.
-
         Shape
         -----
         x : (N, ...), labels : (N,) -> logits : (N, K)
@@ -464,7 +424,7 @@ class DataParallel(Module):
         Notes
         -----
         The gradients, summed over the shards, are left in ``grads``; input gradients are
-        not computed for the caller.
+        not returned.
         """
         shards, n = self._start(len(x)), len(x)
         if len(shards) == 1:
@@ -486,33 +446,9 @@ class DataParallel(Module):
                 np.concatenate([logits, *(reply.result for reply in replies)]))
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
-        """``module.backward`` of the last ``forward``'s batch, shard by shard.
-
-        Parameters
-        ----------
-        dout : numpy.ndarray
-            Gradient of the loss with respect to the last output.
-
-        Returns
-        -------
-        numpy.ndarray or None
-            The input gradient, concatenated over the shards; None when ``input_grad`` is off.
-
-        Raises
-        ------
-        RuntimeError
-            If no ``forward`` came first.
-        WorkerError
-            If a worker failed or died, or this is closed.
-
-        Shape
-        -----
-        dout : (N, ...) like the output -> (N, ...) like ``x``.
-
-        Notes
-        -----
-        The parameter gradients, summed over the shards, are left in ``grads``.
-        """
+        """``module.backward`` of the last ``forward``'s batch, each process on its shard: the
+        input gradient (None when ``input_grad`` is off); the parameter gradients, summed
+        over the shards, are left in ``grads``. Raises ``RuntimeError`` before any forward."""
         if self._shards is None:
             raise RuntimeError("DataParallel.backward called before forward")
         shards = self._shards
@@ -578,27 +514,21 @@ class DataParallel(Module):
             self._params[name][...] = value
 
     def _run(self, requests: list[Request], own: Callable[[], Any]) -> tuple[Any, list[Reply]]:
-        """Send ``requests[k]`` to worker k, run ``own()`` here meanwhile, then collect every reply.
-
-        Parameters
-        ----------
-        requests : list of Request
-            One per worker in use, its arrays already posted in that worker's inbox.
-        own : callable
-            This process's share of the work.
+        """Send ``requests[k]`` (its arrays posted in inbox k) to worker k, run ``own()`` here
+        meanwhile, then collect every reply.
 
         Returns
         -------
         first : Any
             What ``own()`` returned.
         replies : list of Reply
-            Worker k's reply, its ``result`` fetched: a view of worker k's outbox, valid
-            until the next request (copy it before then), or an array, or None.
+            Worker k's, its ``result`` fetched: a view of outbox k (copy it before the next
+            request), an array, or None.
 
         Raises
         ------
         WorkerError
-            If this is closed, a worker is gone, or a worker replied with a ``Failure``.
+            If this is closed, a worker is gone, or a worker answered with a ``Failure``.
             All replies are read even when something fails, so that requests and replies
             stay paired.
         """
