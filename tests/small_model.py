@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 import sys
 from pathlib import Path
 
@@ -23,11 +22,6 @@ from stages.common.dataset import normalize_pixels, pixel_mean_std
 from stages.common.idx import parse_images, parse_labels
 from stages.common.model_files import write_model
 from tests.mnist_mirror import MIRROR, NO_MIRROR
-
-ROOT = Path(__file__).resolve().parents[1]
-# The worktrees of this project sit two levels below /work; look beside the main checkout too.
-
-
 
 
 def read_mnist(which: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,13 +67,11 @@ def train_small_model(out_dir: str | Path, *, images: int = 6000, epochs: int = 
 
 
 @pytest.fixture(scope="session")
-def small_model(tmp_path_factory) -> Path:
+def small_model(tmp_path_factory, mnist_mirror) -> Path:  # (read_mnist reads from it)
     """``model.npz`` of a small LeNet-5 trained once per test session (skipped without MNIST).
 
     Import it into a test module (``from tests.small_model import small_model``) to use it.
     """
-    if MIRROR is None:
-        pytest.skip(NO_MIRROR)
     return train_small_model(tmp_path_factory.mktemp("small_model"))
 
 

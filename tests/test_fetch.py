@@ -28,7 +28,6 @@ from stages.common.mnist_sources import (
     mirror_env_source)
 from stages.common.params import load_stage_params
 from stages.fetch import SPEC
-from tests.mnist_mirror import MIRROR, needs_mirror
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = list(CANONICAL)
@@ -386,13 +385,12 @@ def _run_stage(cwd: Path, mirror_env: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
-@needs_mirror
-def test_the_command_fetches_real_mnist_from_a_relative_mirror_directory(tmp_path):
-    done = _run_stage(tmp_path, os.path.relpath(MIRROR, tmp_path))
+def test_the_command_fetches_real_mnist_from_a_relative_mirror_directory(tmp_path, mnist_mirror):
+    done = _run_stage(tmp_path, os.path.relpath(mnist_mirror, tmp_path))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == NAMES
-    assert all(f"from $MNIST_MIRROR (directory {MIRROR})" in line for line in lines)
+    assert all(f"from $MNIST_MIRROR (directory {mnist_mirror})" in line for line in lines)
     raw = tmp_path / "data" / "raw"
     assert _listing(raw) == sorted(NAMES)
     train_labels = (raw / "train-labels-idx1-ubyte").read_bytes()
@@ -401,10 +399,9 @@ def test_the_command_fetches_real_mnist_from_a_relative_mirror_directory(tmp_pat
     assert (raw / "t10k-images-idx3-ubyte").read_bytes()[:16] == bytes.fromhex("00000803 00002710 0000001c 0000001c")
 
 
-@needs_mirror
-def test_a_file_url_mirror_with_real_mnist(tmp_path):
+def test_a_file_url_mirror_with_real_mnist(tmp_path, mnist_mirror):
     raw = tmp_path / "raw"
-    results = fetch_all(raw, [mirror_env_source(MIRROR.as_uri() + "/", timeout=5, retries=0)])
+    results = fetch_all(raw, [mirror_env_source(mnist_mirror.as_uri() + "/", timeout=5, retries=0)])
     assert [(r.name, r.size) for r in results] == [(f.name, f.size) for f in CANONICAL.values()]
     assert list((raw / "t10k-labels-idx1-ubyte").read_bytes()[8:18]) == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 

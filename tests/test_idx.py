@@ -11,8 +11,6 @@ from stages.common.dataset import pixel_mean_std
 from stages.common.errors import StageError
 from stages.common.idx import parse_images, parse_labels, read_labelled_images
 
-from tests.mnist_mirror import MIRROR, NO_MIRROR
-
 
 def idx_bytes(magic: int, dims, payload: bytes) -> bytes:
     """An IDX file: big-endian magic, big-endian uint32 dims, then the payload."""
@@ -133,11 +131,9 @@ def test_missing_file_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    if MIRROR is None:
-        pytest.skip(f"real-data facts not checked: {NO_MIRROR}")
+def mnist(mnist_mirror):
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    return {name: gzip.decompress((MIRROR / f"{name}.gz").read_bytes()) for name in names}
+    return {name: gzip.decompress((mnist_mirror / f"{name}.gz").read_bytes()) for name in names}
 
 
 def test_real_files_match_their_published_checksums(mnist):

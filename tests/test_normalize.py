@@ -16,7 +16,6 @@ from stages.common.dataset import check_same_run, data_sha256, read_split
 from stages.common.errors import StageError
 from stages.common.cli import run
 from stages.normalize import TEST_FILES, TRAIN_FILES, app, class_quotas, prepare, run_id, stratified_split
-from tests.mnist_mirror import MIRROR, NO_MIRROR
 from tests.params_file import set_params as set_dotted_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,10 +242,8 @@ def test_missing_raw_file_ends_in_one_line_naming_it(workdir, monkeypatch, capsy
 # --- real data -------------------------------------------------------------------------------
 
 
-def test_real_split_holds_out_the_mnist_quotas():
-    if MIRROR is None:
-        pytest.skip(f"real-data split not checked: {NO_MIRROR}")
-    labels = np.frombuffer(gzip.decompress((MIRROR / "train-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
+def test_real_split_holds_out_the_mnist_quotas(mnist_mirror):
+    labels = np.frombuffer(gzip.decompress((mnist_mirror / "train-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
     train, val = stratified_split(labels, 5000, np.random.default_rng(0))
     assert np.bincount(labels[val]).tolist() == [494, 562, 496, 511, 487, 452, 493, 522, 487, 496]
     assert len(train) == 55000

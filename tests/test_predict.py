@@ -38,7 +38,7 @@ def predict_json(*args) -> tuple[dict[str, dict], subprocess.CompletedProcess]:
 
 
 @pytest.fixture(scope="module")
-def ten_digits():
+def ten_digits(mnist_mirror):  # (read_mnist reads from it; skipped without MNIST)
     """The first test image of each class (raw IDX pixels, 0 = background) and its label."""
     images, labels = read_mnist("t10k", 200)
     first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]

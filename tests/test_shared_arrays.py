@@ -45,7 +45,7 @@ def test_views_are_the_block_itself():
     for name, array in arrays.items():
         assert again[name].dtype == array.dtype and np.array_equal(again[name], array)
     named["a"][1, 2] = -1
-    assert again["a"][1, 2] == -1
+    assert again["a"][1, 2] == -1 and view(block, slots["a"])[1, 2] == -1
     assert np.frombuffer(block, np.float32, count=1, offset=5 * 4)[0] == -1  # "a" starts the block
 
 
