@@ -8,8 +8,10 @@ prove every fast layer equal to its twin here, and both equal to finite differen
 ``benchmarks/bench_lenet.py`` times ``naive_lenet_step`` to show what vectorising buys
 (about a thousand times). Nothing in the training path imports this module.
 
-Conventions
------------
+Notes
+-----
+The conventions every function here follows:
+
 * Layout NCHW; weights have PyTorch's shapes (conv ``(C_out, C_in, kH, kW)``, linear
   ``(out, in)``).
 * Convolution is cross-correlation (no kernel flip), like PyTorch.
@@ -184,8 +186,10 @@ def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     ----------
     x : (N, C, H, W)
     kernel : int or (kH, kW)
-    stride : int or (sH, sW); None means the kernel size
-    padding : int or (pH, pW), at most half the kernel
+    stride : int or (sH, sW) or None
+        None means the kernel size.
+    padding : int or (pH, pW)
+        At most half the kernel.
 
     Returns
     -------
@@ -204,15 +208,19 @@ def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
 
 
 def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
-    """Gradient of ``maxpool_forward``: each window's ``dout`` goes to exactly ONE input,
-    the first maximum in row-major window order; overlapping windows add up.
+    """Gradient of ``maxpool_forward``: each window's ``dout`` goes to exactly ONE input.
 
     Fast twin: ``nn.pool.MaxPool2d.backward``.
 
+    That input is the first maximum in row-major window order; overlapping windows add up.
+
     Parameters
     ----------
-    x : (N, C, H, W), the forward input
+    x : (N, C, H, W)
+        The forward input.
     dout : (N, C, H_out, W_out)
+    kernel, stride, padding
+        As for ``maxpool_forward``.
 
     Returns
     -------
@@ -232,14 +240,20 @@ def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray
 
 
 def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
-    """Mean over each window, padded zeros included (PyTorch's ``count_include_pad=True``):
-    every window divides by ``kH * kW``.
+    """Mean over each window, padded zeros included (PyTorch's ``count_include_pad=True``).
 
     Fast twin: ``nn.pool.AvgPool2d.forward``.
 
+    Every window divides by ``kH * kW``.
+
     Parameters
     ----------
-    x : (N, C, H, W); kernel, stride (None = kernel), padding : int or pair
+    x : (N, C, H, W)
+    kernel : int or (kH, kW)
+    stride : int or (sH, sW) or None
+        None means the kernel size.
+    padding : int or (pH, pW)
+        At most half the kernel.
 
     Returns
     -------
@@ -263,15 +277,19 @@ def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
 
 
 def avgpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
-    """Gradient of ``avgpool_forward``: each input of a window receives ``dout / (kH*kW)``
-    (the share of padded positions is dropped).
+    """Gradient of ``avgpool_forward``: each input of a window receives ``dout / (kH*kW)``.
 
     Fast twin: ``nn.pool.AvgPool2d.backward``.
 
+    The share of padded positions is dropped.
+
     Parameters
     ----------
-    x : (N, C, H, W), the forward input (only its shape is used)
+    x : (N, C, H, W)
+        The forward input (only its shape is used).
     dout : (N, C, H_out, W_out)
+    kernel, stride, padding
+        As for ``avgpool_forward``.
 
     Returns
     -------
@@ -302,7 +320,9 @@ def linear_forward(x, w, b=None) -> np.ndarray:
 
     Parameters
     ----------
-    x : (N, in); w : (out, in); b : (out,) or None
+    x : (N, in)
+    w : (out, in)
+    b : (out,) or None
 
     Returns
     -------
@@ -330,11 +350,15 @@ def linear_backward(x, w, dout):
 
     Parameters
     ----------
-    x : (N, in); w : (out, in); dout : (N, out)
+    x : (N, in)
+    w : (out, in)
+    dout : (N, out)
 
     Returns
     -------
-    dx : (N, in); dw : (out, in); db : (out,)
+    dx : (N, in)
+    dw : (out, in)
+    db : (out,)
     """
     n_batch, n_in = np.shape(x)
     n_out = np.shape(w)[0]
@@ -491,20 +515,25 @@ def naive_lenet_step(params: dict, x, y, *, activation: str = "relu", pool: str 
 
     Parameters
     ----------
-    params : dict with PyTorch's names and shapes: ``conv1.weight (c1, 1, 5, 5)``,
-        ``conv1.bias (c1,)``, ``conv2.weight (c2, c1, 5, 5)``, ``conv2.bias``,
-        ``fc1.weight (h1, c2*25)``, ``fc1.bias``, ``fc2.weight (h2, h1)``, ``fc2.bias``,
-        ``fc3.weight (K, h2)``, ``fc3.bias`` (e.g. ``model.state_dict()`` of ``nn.lenet5``).
-    x : (N, 1, 28, 28) images
-    y : (N,) integer labels
-    activation : "relu", "leaky_relu", "tanh" or "sigmoid"
-    pool : "max" or "avg"
-    leaky_slope : negative slope of "leaky_relu"
+    params : dict
+        PyTorch's names and shapes: ``conv1.weight (c1, 1, 5, 5)``, ``conv1.bias (c1,)``,
+        ``conv2.weight (c2, c1, 5, 5)``, ``conv2.bias``, ``fc1.weight (h1, c2*25)``,
+        ``fc1.bias``, ``fc2.weight (h2, h1)``, ``fc2.bias``, ``fc3.weight (K, h2)``,
+        ``fc3.bias`` (e.g. ``model.state_dict()`` of ``nn.lenet5``).
+    x : (N, 1, 28, 28)
+        Images.
+    y : (N,)
+        Integer labels.
+    activation : {"relu", "leaky_relu", "tanh", "sigmoid"}, default "relu"
+    pool : {"max", "avg"}, default "max"
+    leaky_slope : float, default 0.01
+        Negative slope of "leaky_relu".
 
     Returns
     -------
     loss : float
-    grads : dict with the same keys and shapes as ``params`` (float64)
+    grads : dict
+        The same keys and shapes as ``params`` (float64).
     """
     p = params
     if activation == "leaky_relu":
