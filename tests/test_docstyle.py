@@ -1,9 +1,10 @@
 """One docstring style, numpydoc, across nn/, stages/ and lenet/ (issue 13 item 5).
 
-Reads every docstring with ``ast`` (module, class, function, method; nothing is imported)
-and fails on the two other styles the code once mixed in: ``Args`` with a dashed underline,
-and Google's ``Args:`` / ``Returns:`` headings. An underlined heading must be a numpydoc
-section (or the project's ``Shape``).
+Reads every docstring with ``ast`` (module, class, function, method) and fails on the two
+other styles the code once mixed in: ``Args`` with a dashed underline, and Google's
+``Args:`` / ``Returns:`` headings. An underlined heading must be a numpydoc section (or the
+project's ``Shape``), and a public docstring opens with a one-line summary. What ``nn``
+exports documents its parameters (and what it returns) in numpydoc sections.
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ def docstring_problems(doc: str) -> list[str]:
             if heading not in NUMPYDOC_SECTIONS:
                 problems.append(f"line {number}: {heading!r} underlined, not a numpydoc section")
     return problems
+
+
+def summary_problem(doc: str) -> str | None:
+    """Why ``doc`` does not open with a one-line summary (numpydoc's first line), or None."""
+    lines = doc.splitlines()
+    if len(lines) > 1 and lines[1].strip():
+        return "the summary runs onto a second line (a blank line must follow the first)"
+    return None
+
+
+def is_public(name: str) -> bool:
+    return not name.startswith("_") or (name.startswith("__") and name.endswith("__")) or name == "<module>"
 
 
 def documented_nodes(tree: ast.Module):
@@ -108,6 +121,9 @@ def test_docstrings_are_numpydoc(path):
     problems = [f"{path}:{line} {name}: {problem}"
                 for name, line, doc in documented_nodes(tree)
                 for problem in docstring_problems(doc)]
+    problems += [f"{path}:{line} {name}: {problem}"
+                 for name, line, doc in documented_nodes(tree)
+                 if is_public(name) and (problem := summary_problem(doc))]
     assert not problems, "docstrings not in numpydoc style:\n" + "\n".join(problems)
 
 
@@ -119,6 +135,12 @@ def test_docstrings_are_numpydoc(path):
 ])
 def test_the_check_fails_on_other_styles(doc):
     assert docstring_problems(doc)
+
+
+def test_the_summary_check():
+    assert summary_problem("Sum of two numbers,\nreturned as an int.") is not None
+    assert summary_problem("Sum.\n\nMore prose.\non two lines.") is None
+    assert summary_problem("Sum.") is None
 
 
 def test_the_check_passes_numpydoc():
