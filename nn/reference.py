@@ -150,6 +150,10 @@ def conv2d_backward(x, w, dout, stride=(1, 1), padding=(0, 0)):
 
 
 # -- pooling ---------------------------------------------------------------------------------
+# Max and average pooling are one loop: slide a kH x kW window over every plane, read the
+# values under it, and reduce them to one number. They differ only in that reduction
+# (forward) and in how a window's gradient is shared among its values (backward), so the
+# loop is written once, in _pool_forward and _pool_backward, and each pooling passes its rule.
 def _pool_geometry(x, kernel, stride, padding):
     (kh, kw) = _pair(kernel)
     (sh, sw) = (kh, kw) if stride is None else _pair(stride)
@@ -160,21 +164,107 @@ def _pool_geometry(x, kernel, stride, padding):
     return n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo
 
 
-def _window_argmax(plane, i, j, height, width, kh, kw, sh, sw, ph, pw):
-    """``(row, col)`` of the FIRST maximum of one window, scanning it row by row.
+def _window(plane, i, j, height, width, kh, kw, sh, sw, ph, pw, pad):
+    """The kH*kW values of output pixel ``(i, j)``'s window, row by row, and where each is.
 
-    Positions in the padding are skipped (they hold -inf, never a maximum). Strict ``>``
-    keeps the first of equal values, as PyTorch does.
+    A position outside the plane is padding: its value is ``pad`` and its position ``None``.
     """
-    best, where = -math.inf, None
+    values, positions = [], []
     for a in range(kh):
-        row = i * sh - ph + a
+        row = i * sh - ph + a  # window row a of output row i, in the unpadded input
         for d in range(kw):
             col = j * sw - pw + d
-            if 0 <= row < height and 0 <= col < width and (where is None or plane[row][col] > best):
-                best, where = plane[row][col], (row, col)
-    assert where is not None, "a window lies entirely in the padding"
-    return where
+            if 0 <= row < height and 0 <= col < width:
+                values.append(plane[row][col])
+                positions.append((row, col))
+            else:
+                values.append(pad)
+                positions.append(None)
+    return values, positions
+
+
+def _pool_forward(x, kernel, stride, padding, pad, reduce) -> np.ndarray:
+    """Pool every window of ``x`` to the one number ``reduce(values)``.
+
+    Parameters
+    ----------
+    x, kernel, stride, padding
+        As for ``maxpool_forward``.
+    pad : float
+        What a window reads in the padding.
+    reduce : callable
+        ``reduce(values) -> float``, ``values`` being the window's kH*kW values, row by row.
+
+    Returns
+    -------
+    out : (N, C, H_out, W_out)
+    """
+    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
+    xs = _lists(x)  # (N, C, H, W) as nested lists
+    out = _zeros((n_batch, channels, ho, wo))
+    # One output per sample n, channel c and window position (i, j): its window's reduction.
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(ho):
+                for j in range(wo):
+                    values, _ = _window(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw, pad)
+                    out[n][c][i][j] = reduce(values)
+    return _array(out)
+
+
+def _pool_backward(x, dout, kernel, stride, padding, pad, share) -> np.ndarray:
+    """Send each window's ``dout`` back to the inputs it was pooled from, as ``share`` says.
+
+    Overlapping windows add up; the share of padded positions is dropped.
+
+    Parameters
+    ----------
+    x, dout
+        As for ``maxpool_backward``.
+    kernel, stride, padding, pad
+        As for ``_pool_forward``.
+    share : callable
+        ``share(values, g) -> gradients``: the gradient of each of the window's values
+        (row by row) when its output's gradient is ``g``.
+
+    Returns
+    -------
+    dx : (N, C, H, W)
+    """
+    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
+    assert np.shape(dout) == (n_batch, channels, ho, wo)
+    xs, gs = _lists(x), _lists(dout)  # (N, C, H, W) and (N, C, H_out, W_out)
+    dx = _zeros(np.shape(x))
+    # Each output's gradient goes back to the window it was pooled from, shared by the rule.
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(ho):
+                for j in range(wo):
+                    values, positions = _window(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw, pad)
+                    for position, grad in zip(positions, share(values, gs[n][c][i][j])):
+                        if position is not None:  # padding: nothing to send the gradient to
+                            row, col = position
+                            dx[n][c][row][col] += grad
+    return _array(dx)
+
+
+def _mean(values) -> float:
+    """Average pooling's reduction: padded zeros count, so every window divides by kH*kW."""
+    return sum(values) / len(values)
+
+
+def _first_max_gets_all(values, g) -> list:
+    """Max pooling's gradient: all of ``g`` to the window's FIRST maximum, nothing to the others.
+
+    First in row-major window order, as in PyTorch.
+    """
+    winner = values.index(max(values))  # index() finds the first of equal values
+    return [g if k == winner else 0.0 for k in range(len(values))]
+
+
+def _equal_shares(values, g) -> list:
+    """Average pooling's gradient: each value of the window contributed 1/(kH*kW) of the mean."""
+    return [g / len(values)] * len(values)
 
 
 def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
@@ -195,16 +285,9 @@ def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     -------
     out : (N, C, H_out, W_out)
     """
-    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
-    xs = _lists(x)
-    out = _zeros((n_batch, channels, ho, wo))
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(ho):
-                for j in range(wo):
-                    row, col = _window_argmax(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw)
-                    out[n][c][i][j] = xs[n][c][row][col]
-    return _array(out)
+    # Padding reads -inf, never a window's maximum: padding is at most half the kernel, so
+    # every window holds at least one input value.
+    return _pool_forward(x, kernel, stride, padding, pad=-math.inf, reduce=max)
 
 
 def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
@@ -226,17 +309,7 @@ def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray
     -------
     dx : (N, C, H, W)
     """
-    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
-    assert np.shape(dout) == (n_batch, channels, ho, wo)
-    xs, gs = _lists(x), _lists(dout)
-    dx = _zeros(np.shape(x))
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(ho):
-                for j in range(wo):
-                    row, col = _window_argmax(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw)
-                    dx[n][c][row][col] += gs[n][c][i][j]
-    return _array(dx)
+    return _pool_backward(x, dout, kernel, stride, padding, pad=-math.inf, share=_first_max_gets_all)
 
 
 def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
@@ -248,32 +321,14 @@ def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
 
     Parameters
     ----------
-    x : (N, C, H, W)
-    kernel : int or (kH, kW)
-    stride : int or (sH, sW) or None
-        None means the kernel size.
-    padding : int or (pH, pW)
-        At most half the kernel.
+    x, kernel, stride, padding
+        As for ``maxpool_forward``.
 
     Returns
     -------
     out : (N, C, H_out, W_out)
     """
-    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
-    xs = _lists(x)
-    out = _zeros((n_batch, channels, ho, wo))
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(ho):
-                for j in range(wo):
-                    total = 0.0
-                    for a in range(kh):
-                        for d in range(kw):
-                            row, col = i * sh - ph + a, j * sw - pw + d
-                            if 0 <= row < height and 0 <= col < width:
-                                total += xs[n][c][row][col]
-                    out[n][c][i][j] = total / (kh * kw)
-    return _array(out)
+    return _pool_forward(x, kernel, stride, padding, pad=0.0, reduce=_mean)
 
 
 def avgpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
@@ -285,31 +340,14 @@ def avgpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray
 
     Parameters
     ----------
-    x : (N, C, H, W)
-        The forward input (only its shape is used).
-    dout : (N, C, H_out, W_out)
-    kernel, stride, padding
-        As for ``avgpool_forward``.
+    x, dout, kernel, stride, padding
+        As for ``maxpool_backward``; only the shape of ``x`` is used.
 
     Returns
     -------
     dx : (N, C, H, W)
     """
-    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
-    assert np.shape(dout) == (n_batch, channels, ho, wo)
-    gs = _lists(dout)
-    dx = _zeros(np.shape(x))
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(ho):
-                for j in range(wo):
-                    share = gs[n][c][i][j] / (kh * kw)
-                    for a in range(kh):
-                        for d in range(kw):
-                            row, col = i * sh - ph + a, j * sw - pw + d
-                            if 0 <= row < height and 0 <= col < width:
-                                dx[n][c][row][col] += share
-    return _array(dx)
+    return _pool_backward(x, dout, kernel, stride, padding, pad=0.0, share=_equal_shares)
 
 
 # -- fully connected -------------------------------------------------------------------------
