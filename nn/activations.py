@@ -1,7 +1,8 @@
 """Element-wise activations. Shape: any -> same shape, same dtype, same memory order.
 
-NumPy ufuncs allocate outputs in the input's memory order (``order="K"``), so a channel-major
-view stays channel-major through these layers at no cost.
+NumPy ufuncs allocate outputs in the input's memory order (``order="K"``), so the batch-last
+views our conv and pool layers return (see ``nn/im2col.py``) stay batch-last through these
+layers at no cost.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class Flatten(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._shape = x.shape
-        # A copy when x is a channel-major view; small (N x 400 in LeNet-5).
+        # A view when x is a batch-last view (C, H, W, N merge into one axis); else a copy.
         return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
