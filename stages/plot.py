@@ -60,6 +60,7 @@ class Params(StageParams):
 
     train: PlotTrainParams
 
+
 app = typer.Typer(add_completion=False, help=__doc__)
 
 

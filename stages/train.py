@@ -49,7 +49,6 @@ CHANCE_FACTOR = 1.5
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 
 
-
 @dataclass(frozen=True)
 class Params(StageParams):
     """What this stage reads from params.yaml: the whole ``train`` section."""

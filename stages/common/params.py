@@ -64,7 +64,8 @@ def declared_params(stage: str, root: Path | str = ".") -> list[str]:
     return declared
 
 
-def _covered(key: str, declared: list[str]) -> bool:
+def _covered(key: str, declared: tuple[str, ...]) -> bool:
+    """Whether ``key`` is one of the ``declared`` keys or lies in a declared section."""
     return any(key == d or key.startswith(d + ".") for d in declared)
 
 
@@ -90,11 +91,18 @@ def _declared_values(tree: dict, declared: tuple[str, ...]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PinnedParams:
-    """The declared keys of ``params.yaml`` as a stage read them, to see whether they changed."""
+    """The declared keys of ``params.yaml`` as a stage read them, to see whether they changed.
+
+    Parameters
+    ----------
+    path : the ``params.yaml`` read.
+    declared : the keys and sections ``dvc.yaml`` declares for the stage.
+    values : what ``path`` held under them, flattened to dotted keys, before any rule.
+    """
 
     path: Path
     declared: tuple[str, ...]
-    values: dict[str, Any]  # flattened, as params.yaml held them
+    values: dict[str, Any]
 
     def changed(self) -> bool:
         """Whether ``path`` holds other values now (or can no longer be read)."""
@@ -186,7 +194,7 @@ def load_stage_params(stage: str, params_class: type[StageParamsT], root: Path |
             f"{DVC_FILE}: stage {stage} reads {', '.join(undeclared)} but does not declare "
             "it under params (DVC would not rerun the stage when it changes)"
         )
-    unread = [d for d in declared if not any(k == d or k.startswith(d + ".") for k in spec)]
+    unread = [d for d in declared if not any(_covered(key, (d,)) for key in spec)]
     if unread:
         raise StageError(f"{DVC_FILE}: stage {stage} declares {', '.join(unread)} but never reads it")
 
