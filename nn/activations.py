@@ -40,8 +40,8 @@ class ReLU(Module):
 class LeakyReLU(Module):
     """``x if x > 0 else negative_slope * x``.
 
-    Args
-    ----
+    Parameters
+    ----------
     negative_slope : float, default 0.01
     """
 
@@ -81,8 +81,10 @@ class Tanh(Module):
 
 
 class Sigmoid(Module):
-    """``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x / 2)) / 2`` (no overflow for large |x|);
-    derivative ``s * (1 - s)``."""
+    """``1 / (1 + exp(-x))``; derivative ``s * (1 - s)``.
+
+    Computed as ``(1 + tanh(x / 2)) / 2`` (no overflow for large |x|).
+    """
 
     def __init__(self) -> None:
         super().__init__()

@@ -13,17 +13,21 @@ from nn.module import Module
 class Conv2d(Module):
     """``out[n, o] = bias[o] + sum_c weight[o, c] (*) x[n, c]`` over zero-padded, strided windows.
 
-    Args
-    ----
+    Parameters
+    ----------
     in_channels, out_channels : int
     kernel_size : int or (kH, kW)
     stride : int or (sH, sW), default 1
-    padding : int or (pH, pW), default 0 — zeros added on both sides of H and W.
+    padding : int or (pH, pW), default 0
+        Zeros added on both sides of H and W.
     bias : bool, default True
-    init : weight initializer from ``nn.init.SCHEMES``, default ``"he_uniform"``.
-    rng : numpy.random.Generator for the weights; ``None`` draws from a fresh, *unseeded*
-        ``np.random.default_rng()`` (pass one for reproducible weights).
-    dtype : float32 (default) or float64. Inputs and output gradients are cast to it.
+    init : str, default "he_uniform"
+        Weight initializer from ``nn.init.SCHEMES``.
+    rng : numpy.random.Generator or None, default None
+        Draws the weights; ``None`` draws from a fresh, *unseeded* ``np.random.default_rng()``
+        (pass one for reproducible weights).
+    dtype : float32 (default) or float64
+        Inputs and output gradients are cast to it.
 
     Shape
     -----
@@ -32,8 +36,10 @@ class Conv2d(Module):
 
     Attributes
     ----------
-    params["weight"] : (C_out, C_in, kH, kW), drawn from ``init`` with fan_in = C_in*kH*kW.
-    params["bias"] : (C_out,), zeros (absent when ``bias=False``).
+    params["weight"] : (C_out, C_in, kH, kW)
+        Drawn from ``init`` with fan_in = C_in*kH*kW.
+    params["bias"] : (C_out,)
+        Zeros (absent when ``bias=False``).
 
     Notes
     -----

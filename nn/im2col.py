@@ -36,8 +36,10 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
 
 
 def reshaped_view(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``array.reshape(shape)`` that is guaranteed to be a view (raises instead of copying),
-    for reshapes of buffer slices that are written through."""
+    """``array.reshape(shape)`` that is guaranteed to be a view (raises instead of copying).
+
+    For reshapes of buffer slices that are written through.
+    """
     view = array.view()
     view.shape = shape  # raises AttributeError if a copy would be needed
     return view
@@ -115,8 +117,11 @@ def im2col_rows(flat: np.ndarray, kernel: tuple[int, int], padded_w: int, out_h:
 
 
 def col2im_rows(dcols: np.ndarray, dflat: np.ndarray, padded_w: int) -> np.ndarray:
-    """Adjoint of ``im2col_rows``: accumulate ``dcols (C, kh, kw, N, run)`` into the zeroed
-    flat buffer ``dflat (C, N, Hp*Wp + kw-1)``. Junk columns of ``dcols`` must be zero."""
+    """Adjoint of ``im2col_rows``: accumulate ``dcols`` into the zeroed flat buffer ``dflat``.
+
+    Shapes: ``dcols : (C, kh, kw, N, run)``, ``dflat : (C, N, Hp*Wp + kw-1)``. Junk columns
+    of ``dcols`` must be zero.
+    """
     _, kh, kw, _, run = dcols.shape
     for i in range(kh):
         for j in range(kw):
@@ -153,16 +158,27 @@ def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
            out_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """Gather every receptive field into columns (one copy from a read-only strided view).
 
-    Args
-    ----
-    xp : (C, N, Hp, Wp) padded channel-major input.
-    out : optional preallocated (C, kh, kw, N, Ho, Wo) array to fill.
+    Parameters
+    ----------
+    xp : (C, N, Hp, Wp)
+        Padded channel-major input.
+    kernel : (kh, kw)
+    stride : (sH, sW)
+    out_hw : (Ho, Wo)
+    out : (C, kh, kw, N, Ho, Wo), optional
+        Preallocated array to fill.
 
     Returns
     -------
-    cols : (C, kh, kw, N, Ho, Wo) with ``cols[c, i, j, n, ho, wo] = xp[c, n, i + sH*ho,
-        j + sW*wo]``; reshaped to (C*kh*kw, N*Ho*Wo) its rows match a weight
-        ``(C_out, C, kh, kw)`` reshaped to (C_out, C*kh*kw).
+    cols : (C, kh, kw, N, Ho, Wo)
+        ``cols[c, i, j, n, ho, wo] = xp[c, n, i + sH*ho, j + sW*wo]``; reshaped to
+        (C*kh*kw, N*Ho*Wo) its rows match a weight ``(C_out, C, kh, kw)`` reshaped to
+        (C_out, C*kh*kw).
+
+    Raises
+    ------
+    ValueError
+        If ``xp`` is too small for ``Ho x Wo`` windows of ``kernel`` at ``stride``.
     """
     c, n, hp, wp = xp.shape
     (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
@@ -180,11 +196,19 @@ def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
 def col2im(dcols: np.ndarray, dxp: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     """Adjoint of ``im2col``: add every column back onto the pixel it came from.
 
-    Args
-    ----
-    dcols : (C, kh, kw, N, Ho, Wo) gradient w.r.t. the columns.
-    dxp : (C, N, Hp, Wp) zero-initialised array, accumulated into in place and returned.
-        Overlapping windows (stride < kernel) add up, as they must.
+    Parameters
+    ----------
+    dcols : (C, kh, kw, N, Ho, Wo)
+        Gradient w.r.t. the columns.
+    dxp : (C, N, Hp, Wp)
+        Zero-initialised array, accumulated into in place. Overlapping windows
+        (stride < kernel) add up, as they must.
+    stride : (sH, sW)
+
+    Returns
+    -------
+    dxp : (C, N, Hp, Wp)
+        The same array, accumulated into.
     """
     _, kh, kw, _, ho, wo = dcols.shape
     for i in range(kh):

@@ -49,11 +49,13 @@ class _Pool2d(Module):
 class MaxPool2d(_Pool2d):
     """Maximum over each window; padding is -inf (never selected).
 
-    Args
-    ----
+    Parameters
+    ----------
     kernel_size : int or (kH, kW)
-    stride : int or (sH, sW); default ``kernel_size``. Smaller than the kernel = overlapping.
-    padding : int or (pH, pW), at most half the kernel, default 0.
+    stride : int or (sH, sW), default ``kernel_size``
+        Smaller than the kernel = overlapping.
+    padding : int or (pH, pW), default 0
+        At most half the kernel.
 
     Shape
     -----
@@ -172,11 +174,11 @@ class MaxPool2d(_Pool2d):
 class AvgPool2d(_Pool2d):
     """Mean over each window; padded zeros count in the mean (PyTorch's count_include_pad=True).
 
-    Args
-    ----
-    kernel_size : int or (kH, kW)
-    stride : int or (sH, sW); default ``kernel_size``.
-    padding : int or (pH, pW), at most half the kernel, default 0.
+    Parameters
+    ----------
+    kernel_size, stride, padding
+        As for :class:`MaxPool2d`: ``stride`` defaults to ``kernel_size``, ``padding`` (default
+        0) is at most half the kernel.
 
     Shape
     -----

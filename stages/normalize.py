@@ -68,13 +68,16 @@ def class_quotas(class_counts: np.ndarray, val_size: int) -> np.ndarray:
 
     Parameters
     ----------
-    class_counts : (K,) int, training images per class (n = their sum > val_size).
-    val_size : images to hold out in total.
+    class_counts : (K,) int
+        Training images per class (n = their sum > val_size).
+    val_size : int
+        Images to hold out in total.
 
     Returns
     -------
-    quotas : (K,) int64, summing to ``val_size``, each at most its class count. Exact integer
-    arithmetic, so no float rounding can make the tie-break platform-dependent.
+    quotas : (K,) int64
+        Summing to ``val_size``, each at most its class count. Exact integer arithmetic, so
+        no float rounding can make the tie-break platform-dependent.
     """
     counts = np.asarray(class_counts, dtype=np.int64)
     n = int(counts.sum())
@@ -90,13 +93,17 @@ def stratified_split(labels: np.ndarray, val_size: int, rng: np.random.Generator
 
     Parameters
     ----------
-    labels : (n,) int in 0–9.
-    val_size : 1 <= val_size < n.
-    rng : the only source of randomness (one ``permutation(n)`` call).
+    labels : (n,) int
+        In 0–9.
+    val_size : int
+        1 <= val_size < n.
+    rng : numpy.random.Generator
+        The only source of randomness (one ``permutation(n)`` call).
 
     Returns
     -------
-    train_index, val_index : sorted int64 arrays, disjoint, together ``arange(n)``.
+    train_index, val_index : int64 arrays
+        Sorted, disjoint, together ``arange(n)``.
     """
     labels = np.asarray(labels)
     n = len(labels)
@@ -118,7 +125,26 @@ def _limited(data: LabelledImages, limit: int | None) -> LabelledImages:
 def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: int | None) -> dict:
     """Read the IDX files in ``raw_dir``; write train/val/test.parquet to ``out_dir``.
 
-    Returns the sizes and the normalization constants (for the stage's summary line).
+    Parameters
+    ----------
+    raw_dir, out_dir : Path
+    val_size : int
+        Training images held out for validation.
+    seed : int
+        Seeds the stratified split.
+    limit : int or None
+        Keep the first ``limit`` images of each source file; None keeps all.
+
+    Returns
+    -------
+    dict
+        The sizes and the normalization constants (for the stage's summary line):
+        ``{"sizes": ..., "mean": ..., "std": ..., "run_id": ...}``.
+
+    Raises
+    ------
+    StageError
+        If ``val_size`` is not less than the training images, or their pixels are all equal.
     """
     train_files = [raw_dir / name for name in TRAIN_FILES]
     test_files = [raw_dir / name for name in TEST_FILES]

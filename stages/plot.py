@@ -94,7 +94,16 @@ def _diverging(axes, picture: np.ndarray):
 
 
 def filters_figure(weight: np.ndarray):
-    """The conv1 kernels, one panel each.  Shape: ``weight: (C_out, 1, kH, kW)``."""
+    """The conv1 kernels, one panel each.
+
+    Parameters
+    ----------
+    weight : (C_out, 1, kH, kW)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     count = len(weight)
     columns = min(count, 8)
     rows = -(-count // columns)
@@ -112,7 +121,17 @@ def filters_figure(weight: np.ndarray):
 def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str):
     """Each row: a digit, then every channel of ``layer``'s output for it.
 
-    Shape: ``images: (N, 1, 28, 28)``, ``maps: (N, C, H, W)``.
+    Parameters
+    ----------
+    images : (N, 1, 28, 28)
+    maps : (N, C, H, W)
+        ``layer``'s output for ``images``.
+    layer : str
+        Its name, for the title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     count, channels = maps.shape[:2]
     figure, grid = plt.subplots(count, channels + 1, figsize=(0.75 * (channels + 1), 0.8 * count + 0.4),
@@ -133,7 +152,16 @@ def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str):
 def confident_errors(probabilities: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
     """Indices of the wrong predictions, most confident first (ties: lower index first).
 
-    Shape: ``probabilities: (N, classes)``, ``labels: (N,)``; returns ``(min(limit, errors),)``.
+    Parameters
+    ----------
+    probabilities : (N, classes)
+    labels : (N,)
+    limit : int
+        At most this many indices.
+
+    Returns
+    -------
+    indices : (min(limit, errors),)
     """
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
@@ -161,7 +189,14 @@ def errors_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
 def per_class_figure(recall: np.ndarray):
     """Bar per digit: the fraction of its test images classified correctly (its recall).
 
-    Shape: ``recall: (classes,)`` in [0, 1].
+    Parameters
+    ----------
+    recall : (classes,)
+        In [0, 1].
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     figure, axes = plt.subplots(figsize=(6, 3.5))
     classes = np.arange(len(recall))
@@ -177,7 +212,17 @@ def per_class_figure(recall: np.ndarray):
 
 
 def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
-    """Softmax outputs of ``model`` in eval mode.  Shape: ``images: (N, 1, 28, 28)`` -> ``(N, classes)``."""
+    """Softmax outputs of ``model`` in eval mode.
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : (N, 1, 28, 28)
+
+    Returns
+    -------
+    probabilities : (N, classes) float64
+    """
     model.eval()
     return np.concatenate([nn.softmax(model.forward(images[start:start + BATCH]).astype(np.float64))
                            for start in range(0, len(images), BATCH)])
