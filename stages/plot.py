@@ -47,8 +47,10 @@ BATCH = 1000               # forward pass of the test set, in chunks (memory, no
 
 @dataclass(frozen=True)
 class PlotTrainParams:
-    """The part of ``train`` this stage reads (all dvc.yaml declares for it): the seed and
-    augmentation that draw plots/augmented.png, so it shows what training sees."""
+    """The part of ``train`` this stage reads: all ``dvc.yaml`` declares for it.
+
+    The seed and augmentation draw plots/augmented.png, so it shows what training sees.
+    """
 
     seed: int = part_of(TrainParams)
     augment: AugmentParams = part_of(TrainParams)

@@ -1,9 +1,9 @@
-"""What a param value may be: one rule per kind of value (:class:`Int`, :class:`Float`,
-:class:`Bool`, :class:`Choice`, :class:`Str`, :class:`ListOf`, :class:`Optional`).
+"""What a param value may be: one rule per kind of value.
 
-A rule checks a value read from ``params.yaml`` and returns it (a float for :class:`Float`,
-a tuple for :class:`ListOf`), or raises a one-line :class:`StageError` naming the key, what
-was expected and what was found::
+:class:`Int`, :class:`Float`, :class:`Bool`, :class:`Choice`, :class:`Str`, :class:`ListOf`
+and :class:`Optional`. A rule checks a value read from ``params.yaml`` and returns it (a
+float for :class:`Float`, a tuple for :class:`ListOf`), or raises a one-line
+:class:`StageError` naming the key, what was expected and what was found::
 
     Float(gt=0).check("train.lr", -1)
     # StageError: params.yaml: train.lr must be a number > 0, got -1
@@ -38,12 +38,15 @@ class Rule:
 
         Parameters
         ----------
-        key : the dotted key, for the message: ``train.lr``.
-        value : the value as ``params.yaml`` holds it.
+        key : str
+            The dotted key, for the message: ``train.lr``.
+        value : Any
+            The value as ``params.yaml`` holds it.
 
         Returns
         -------
-        The value the stage reads (see :meth:`convert`).
+        Any
+            The value the stage reads (see :meth:`convert`).
 
         Raises
         ------

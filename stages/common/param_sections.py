@@ -41,7 +41,8 @@ def param(rule: Rule) -> Any:
 
     Parameters
     ----------
-    rule : what the value may be, e.g. ``Float(gt=0)``.
+    rule : Rule
+        What the value may be, e.g. ``Float(gt=0)``.
 
     Returns
     -------
@@ -56,8 +57,9 @@ def part_of(section: type) -> Any:
 
     Parameters
     ----------
-    section : the full section dataclass that declares the field (its rule, or its type
-        if the field is a nested section).
+    section : type
+        The full section dataclass that declares the field (its rule, or its type if the
+        field is a nested section).
 
     Returns
     -------
@@ -96,8 +98,10 @@ def section_spec(section: type, prefix: str) -> dict[str, Rule]:
 
     Parameters
     ----------
-    section : a section dataclass.
-    prefix : its own dotted key in ``params.yaml``: ``"train"``, ``"train.augment"``.
+    section : type
+        A section dataclass.
+    prefix : str
+        Its own dotted key in ``params.yaml``: ``"train"``, ``"train.augment"``.
 
     Returns
     -------
@@ -131,10 +135,18 @@ def build_section(section: type, values: dict[str, Any], prefix: str) -> Any:
 
     Parameters
     ----------
-    section : a section dataclass.
-    values : checked values under dotted keys, at least every key of
+    section : type
+        A section dataclass.
+    values : dict
+        Checked values under dotted keys, at least every key of
         ``section_spec(section, prefix)``.
-    prefix : the section's dotted key, as for :func:`section_spec`.
+    prefix : str
+        The section's dotted key, as for :func:`section_spec`.
+
+    Returns
+    -------
+    section
+        Its fields filled from ``values``.
     """
     arguments = {}
     for f, kind in _typed_fields(section):
@@ -148,8 +160,15 @@ def flatten(tree: Any, prefix: str) -> dict[str, Any]:
 
     Parameters
     ----------
-    tree : nested dicts (anything else is a leaf value).
-    prefix : the dotted key of ``tree`` itself; ``""`` for a whole file.
+    tree : dict or Any
+        Nested dicts (anything else is a leaf value).
+    prefix : str
+        The dotted key of ``tree`` itself; ``""`` for a whole file.
+
+    Returns
+    -------
+    dict
+        Each leaf value under its dotted key, in the order of ``tree``.
     """
     if isinstance(tree, dict):
         flat = {}
@@ -164,8 +183,10 @@ def dotted(section: Any, prefix: str) -> dict[str, Any]:
 
     Parameters
     ----------
-    section : a section object, e.g. ``params.train``.
-    prefix : its dotted key: ``"train"``.
+    section : a section dataclass instance
+        E.g. ``params.train``.
+    prefix : str
+        Its dotted key: ``"train"``.
 
     Returns
     -------

@@ -48,7 +48,25 @@ def _yaml_load(path: Path) -> Any:
 
 
 def declared_params(stage: str, root: Path | str = ".") -> list[str]:
-    """The dotted ``params.yaml`` keys (or whole sections) ``dvc.yaml`` declares for ``stage``."""
+    """The dotted ``params.yaml`` keys (or whole sections) ``dvc.yaml`` declares for ``stage``.
+
+    Parameters
+    ----------
+    stage : str
+        The stage's name in ``dvc.yaml``.
+    root : Path or str, default "."
+        The directory holding ``dvc.yaml``.
+
+    Returns
+    -------
+    list of str
+        As ``dvc.yaml`` lists them: ``["train.seed", "train.augment"]``.
+
+    Raises
+    ------
+    StageError
+        If ``dvc.yaml`` has no such stage, or it declares params from another file.
+    """
     dvc = _yaml_load(Path(root) / DVC_FILE) or {}
     stages = dvc.get("stages", {})
     if stage not in stages:
@@ -95,9 +113,12 @@ class PinnedParams:
 
     Parameters
     ----------
-    path : the ``params.yaml`` read.
-    declared : the keys and sections ``dvc.yaml`` declares for the stage.
-    values : what ``path`` held under them, flattened to dotted keys, before any rule.
+    path : Path
+        The ``params.yaml`` read.
+    declared : tuple of str
+        The keys and sections ``dvc.yaml`` declares for the stage.
+    values : dict
+        What ``path`` held under them, flattened to dotted keys, before any rule.
     """
 
     path: Path
@@ -118,8 +139,9 @@ class StageParams:
 
     Parameters
     ----------
-    pinned : what ``params.yaml`` held when :func:`load_stage_params` read it (``None``
-        for an object made by hand: nothing to check).
+    pinned : PinnedParams or None, keyword-only
+        What ``params.yaml`` held when :func:`load_stage_params` read it (``None`` for an
+        object made by hand: nothing to check).
     """
 
     pinned: PinnedParams | None = field(default=None, kw_only=True, repr=False, compare=False)
@@ -145,7 +167,23 @@ StageParamsT = TypeVar("StageParamsT", bound=StageParams)
 
 
 def sections(params_class: type[StageParams]) -> dict[str, type]:
-    """The sections a stage reads: ``{name: section dataclass}``, the fields its class adds."""
+    """The sections a stage reads: the fields its class adds to :class:`StageParams`.
+
+    Parameters
+    ----------
+    params_class : type
+        A :class:`StageParams` subclass.
+
+    Returns
+    -------
+    dict
+        ``{"train": TrainParams}``: each section's name in ``params.yaml`` and its dataclass.
+
+    Raises
+    ------
+    TypeError
+        If a field is not a section (a dataclass): a mistake in the code.
+    """
     base = {f.name for f in fields(StageParams)}
     kinds = get_type_hints(params_class)
     found = {f.name: kinds[f.name] for f in fields(params_class) if f.name not in base}
@@ -156,7 +194,11 @@ def sections(params_class: type[StageParams]) -> dict[str, type]:
 
 
 def stage_spec(params_class: type[StageParams]) -> dict[str, Rule]:
-    """Every param a stage reads, under its dotted key, with its rule, in field order."""
+    """Every param a stage reads, under its dotted key, with its rule, in field order.
+
+    For the evaluate stage's ``Params``: ``{"evaluate.batch_size": Int(min=1, max=100000),
+    "train.seed": Int(min=0), ...}``, the spec its section dataclasses stand for.
+    """
     return {key: rule for name, kind in sections(params_class).items()
             for key, rule in section_spec(kind, name).items()}
 
@@ -166,10 +208,13 @@ def load_stage_params(stage: str, params_class: type[StageParamsT], root: Path |
 
     Parameters
     ----------
-    stage : the stage's name in ``dvc.yaml``.
-    params_class : the stage's :class:`StageParams` subclass; its sections' fields say which
-        keys the stage reads and the rule each value must pass.
-    root : the directory holding ``dvc.yaml`` and ``params.yaml``.
+    stage : str
+        The stage's name in ``dvc.yaml``.
+    params_class : type
+        The stage's :class:`StageParams` subclass; its sections' fields say which keys the
+        stage reads and the rule each value must pass.
+    root : Path or str, default "."
+        The directory holding ``dvc.yaml`` and ``params.yaml``.
 
     Returns
     -------

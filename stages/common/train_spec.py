@@ -32,8 +32,11 @@ class EarlyStoppingParams:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """``train.augment``: its field names are ``nn.augment``'s keyword arguments, so
-    ``nn.augment(images, rng, **dataclasses.asdict(augment))`` applies them."""
+    """``train.augment``: the random distortions of training batches.
+
+    The field names are ``nn.augment``'s keyword arguments, so
+    ``nn.augment(images, rng, **dataclasses.asdict(augment))`` applies them.
+    """
 
     max_shift: float = param(Float(min=0, max=14))
     max_rotation: float = param(Float(min=0, max=180))
