@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +29,14 @@ from stages.common.dataset import data_sha256, pixel_mean_std, write_split
 from stages.common.errors import StageError
 from stages.common.idx import NUM_CLASSES, LabelledImages, read_labelled_images
 from stages.common.outputs import staged_outputs
-from stages.common.params import PARAMS_FILE, Int, load_stage_params
+from stages.common.param_rules import PARAMS_FILE, Int
+from stages.common.param_sections import param
+from stages.common.params import StageParams, load_stage_params
 
 RAW_DIR = Path("data/raw")
 OUT_DIR = Path("data/prepared")
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-SPEC = {
-    "normalize.val_size": Int(min=1),
-    "normalize.seed": Int(min=0),
-    "normalize.limit": Int(min=0),
-}
 SPLIT_RULE = (
     "stratified by label: class k gets floor(val_size * n_k / n) validation images, and the "
     "remaining ones go one each to the classes with the largest remainders "
@@ -47,6 +45,22 @@ SPLIT_RULE = (
 )
 SOURCE_INDEX_MEANING = "0-based index of the image in its source IDX files (images and labels)"
 NORMALIZATION = "images = (pixels / 255 - mean) / std; mean, population std of the train split's pixels / 255"
+
+
+@dataclass(frozen=True)
+class NormalizeParams:
+    """``normalize``: the validation split and a size limit for small runs (module docstring)."""
+
+    val_size: int = param(Int(min=1))
+    seed: int = param(Int(min=0))
+    limit: int = param(Int(min=0))
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """What this stage reads from params.yaml: the whole ``normalize`` section."""
+
+    normalize: NormalizeParams
 
 
 def class_quotas(class_counts: np.ndarray, val_size: int) -> np.ndarray:
@@ -181,10 +195,10 @@ app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 @app.command()
 def main() -> None:
     """Write data/prepared/{train,val,test}.parquet from data/raw (params: normalize.*)."""
-    params = load_stage_params("normalize", SPEC)
+    params = load_stage_params("normalize", Params)
     with staged_outputs("normalize", [OUT_DIR], params) as staged:  # all three splits, or none
-        summary = prepare(RAW_DIR, staged.path(OUT_DIR), val_size=params["normalize.val_size"],
-                          seed=params["normalize.seed"], limit=params["normalize.limit"] or None)
+        summary = prepare(RAW_DIR, staged.path(OUT_DIR), val_size=params.normalize.val_size,
+                          seed=params.normalize.seed, limit=params.normalize.limit or None)
     sizes = ", ".join(f"{name} {size}" for name, size in summary["sizes"].items())
     print(f"normalize: {sizes}; train mean {summary['mean']:.4f}, std {summary['std']:.4f} -> {OUT_DIR}")
 

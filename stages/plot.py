@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -27,8 +28,9 @@ from stages.common.dataset import blank_value, read_split  # noqa: E402
 from stages.common.errors import StageError  # noqa: E402
 from stages.common.model_files import MODELS, read_model  # noqa: E402
 from stages.common.outputs import staged_outputs  # noqa: E402
-from stages.common.params import Int, load_stage_params  # noqa: E402
-from stages.common.train_spec import AUGMENT_SPEC, augment_kwargs  # noqa: E402
+from stages.common.param_sections import part_of  # noqa: E402
+from stages.common.params import StageParams, load_stage_params  # noqa: E402
+from stages.common.train_spec import AugmentParams, TrainParams  # noqa: E402
 
 TRAIN = Path("data/prepared/train.parquet")
 TEST = Path("data/prepared/test.parquet")
@@ -37,11 +39,29 @@ PLOTS = Path("plots")
 # One home for the file names: dvc.yaml's top-level plots list each of them (a test checks).
 FIGURES = ("augmented.png", "conv1_filters.png", "conv1_maps.png", "conv2_maps.png",
            "confident_errors.png", "per_class_accuracy.png")
-SPEC = {"train.seed": Int(min=0), **AUGMENT_SPEC}
 SAMPLES, VARIANTS = 10, 5  # augmentation figure: digits, augmented versions of each
 DIGITS = 4                 # feature-map figures: the first test images
 ERRORS = 16                # confident-errors grid: at most this many, 4 per row
 BATCH = 1000               # forward pass of the test set, in chunks (memory, not results)
+
+
+@dataclass(frozen=True)
+class PlotTrainParams:
+    """The part of ``train`` this stage reads: all ``dvc.yaml`` declares for it.
+
+    The seed and augmentation draw plots/augmented.png, so it shows what training sees.
+    """
+
+    seed: int = part_of(TrainParams)
+    augment: AugmentParams = part_of(TrainParams)
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """What this stage reads from params.yaml."""
+
+    train: PlotTrainParams
+
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -222,7 +242,7 @@ def read_recall(path: Path) -> np.ndarray:
 @app.command()
 def main() -> None:
     """Draw every plot into plots/."""
-    params = load_stage_params("plot", SPEC)
+    params = load_stage_params("plot", Params)
     train = read_split(TRAIN)
     test = read_split(TEST)
     model, _, _ = read_model(MODELS)
@@ -230,8 +250,8 @@ def main() -> None:
         out = staged.path(PLOTS)
         out.mkdir()
         fill = blank_value(train.metadata["mean"], train.metadata["std"])
-        rng = np.random.default_rng(params["train.seed"])
-        save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
+        rng = np.random.default_rng(params.train.seed)
+        save_figure(augmentation_figure(train.images[:SAMPLES], rng, asdict(params.train.augment), fill),
                     out / "augmented.png")
         save_figure(filters_figure(model.conv1.params["weight"]), out / "conv1_filters.png")
         _, maps = nn.feature_maps(model, test.images[:DIGITS], ("conv1", "conv2"))
