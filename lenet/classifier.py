@@ -29,10 +29,14 @@ class Prediction:
 
     Attributes
     ----------
-    digit : the most probable class.
-    probabilities : (10,) float64, summing to 1.
-    pixels : (28, 28) uint8, the digit as the network saw it before normalization.
-    maps : {"conv1": (c1, 28, 28), "conv2": (c2, 10, 10)} float32 conv outputs (before the
+    digit : int
+        The most probable class.
+    probabilities : (10,) float64
+        Summing to 1.
+    pixels : (28, 28) uint8
+        The digit as the network saw it before normalization.
+    maps : dict of str to numpy.ndarray
+        ``{"conv1": (c1, 28, 28), "conv2": (c2, 10, 10)}`` float32 conv outputs (before the
         activation), or empty when not asked for.
     """
 
@@ -52,8 +56,10 @@ class Classifier:
 
     Attributes
     ----------
-    model : the ``nn.Sequential`` LeNet-5, in eval mode.
-    mean, std : the training split's pixel statistics the inputs are normalized with.
+    model : nn.Sequential
+        The LeNet-5, in eval mode.
+    mean, std : float
+        The training split's pixel statistics the inputs are normalized with.
     """
 
     def __init__(self, model: nn.Sequential, mean: float, std: float) -> None:
@@ -64,7 +70,14 @@ class Classifier:
     def load(cls, path_npz: str | Path = DEFAULT_MODEL) -> "Classifier":
         """Load ``model.npz`` (+ ``model.json``) and the ``preprocessing.json`` beside it.
 
-        ``path_npz`` may also be the directory holding them.
+        Parameters
+        ----------
+        path_npz : str or Path, default DEFAULT_MODEL
+            The ``model.npz``, or the directory holding them.
+
+        Returns
+        -------
+        Classifier
 
         Raises
         ------
@@ -95,8 +108,14 @@ class Classifier:
 
         Parameters
         ----------
-        pixels : uint8 (H, W), (H, W, 2), (H, W, 3) or (H, W, 4), any size.
-        with_maps : also return the conv1 and conv2 feature maps.
+        pixels : uint8 (H, W), (H, W, 2), (H, W, 3) or (H, W, 4)
+            Any size.
+        with_maps : bool, default False
+            Also return the conv1 and conv2 feature maps.
+
+        Returns
+        -------
+        Prediction
 
         Raises
         ------

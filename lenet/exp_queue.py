@@ -39,8 +39,11 @@ def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def start_queue(jobs: int = 1) -> None:
-    """``dvc queue start -j jobs``. Its workers outlive it and inherit its output streams,
-    so those go to a file: reading them through a pipe would wait for the whole queue."""
+    """``dvc queue start -j jobs``.
+
+    Its workers outlive it and inherit its output streams, so those go to a file: reading
+    them through a pipe would wait for the whole queue.
+    """
     with tempfile.TemporaryFile("w+") as output:
         code = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdin=subprocess.DEVNULL,
                               stdout=output, stderr=subprocess.STDOUT).returncode
@@ -69,9 +72,23 @@ def queue_tasks() -> dict[str, tuple[str, str]]:
 
 
 def wait_for(names: list[str], old_tasks: set[str], poll: float) -> dict[str, str]:
-    """Poll ``dvc queue status`` until the tasks named ``names`` (and not among
-    ``old_tasks``, those queued before) have all finished; returns ``{name: status}``.
-    Each change of status is printed to stderr as it is seen."""
+    """Poll ``dvc queue status`` until the tasks named ``names`` have all finished.
+
+    Each change of status is printed to stderr as it is seen.
+
+    Parameters
+    ----------
+    names : list of str
+    old_tasks : set of str
+        Task ids queued before, which are not ours.
+    poll : float
+        Seconds between two polls.
+
+    Returns
+    -------
+    dict of str to str
+        ``{name: status}``.
+    """
     seen: dict[str, str] = {}
     while True:
         tasks, workers = queue_state()
@@ -97,8 +114,10 @@ def wait_for(names: list[str], old_tasks: set[str], poll: float) -> dict[str, st
 
 
 def epoch_seconds(name: str) -> float | None:
-    """Mean wall-clock seconds of one training epoch (train + validation) of the queued
-    run ``name``, from its console log (``dvc queue logs``); None without one."""
+    """Mean wall-clock seconds of one training epoch (train + validation) of queued run ``name``.
+
+    Read from its console log (``dvc queue logs``); None without one.
+    """
     result = dvc("queue", "logs", name, check=False)
     seconds = [float(match[3]) for match in _EPOCH_LINE.finditer(result.stdout)]
     return sum(seconds) / len(seconds) if result.returncode == 0 and seconds else None
@@ -121,8 +140,10 @@ class Experiment:
 
 
 def experiments(all_commits: bool = False) -> dict[str, Experiment]:
-    """Finished experiments with metrics, by name (the newest where a name repeats across
-    baselines); from the HEAD baseline, or from every commit with ``all_commits``."""
+    """Finished experiments with metrics, by name (the newest where a name repeats across baselines).
+
+    From the HEAD baseline, or from every commit with ``all_commits``.
+    """
     # A failed or queued run has no metrics of its own: DVC would show its baseline's.
     output = dvc("exp", "show", "--json", "--hide-failed", "--hide-queued",
                  *(["--all-commits"] if all_commits else [])).stdout

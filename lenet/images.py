@@ -29,14 +29,16 @@ def decode(data: bytes | BinaryIO, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
     Parameters
     ----------
-    data : the image's bytes, or a binary file open at its start (PNG, JPEG, BMP or GIF;
+    data : bytes or binary file
+        The image's bytes, or a binary file open at its start (PNG, JPEG, BMP or GIF;
         GIF: the first frame). A file is read only as far as needed: the header first.
-    max_pixels : refuse larger images, checked on the header's size before decoding.
+    max_pixels : int, default MAX_PIXELS
+        Refuse larger images, checked on the header's size before decoding.
 
     Returns
     -------
-    pixels : uint8, (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA,
-        upright (a JPEG's EXIF orientation applied).
+    pixels : uint8 (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA
+        Upright (a JPEG's EXIF orientation applied).
 
     Raises
     ------

@@ -38,12 +38,14 @@ def grayscale(pixels: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    pixels : uint8 image as decoded, (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or
-        (H, W, 4) RGBA. Transparent pixels are composited onto white (as a viewer shows them).
+    pixels : uint8 (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA
+        The image as decoded. Transparent pixels are composited onto white (as a viewer
+        shows them).
 
     Returns
     -------
-    gray : (H, W) float32 in [0, 1].
+    gray : (H, W) float32
+        In [0, 1].
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
@@ -78,11 +80,13 @@ def ink(gray: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    gray : (H, W) float in [0, 1], from :func:`grayscale`.
+    gray : (H, W) float
+        In [0, 1], from :func:`grayscale`.
 
     Returns
     -------
-    ink : (H, W) float32 in [0, 1].
+    ink : (H, W) float32
+        In [0, 1].
 
     Raises
     ------
@@ -108,11 +112,13 @@ def crop_to_ink(ink_image: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    ink_image : (H, W) float, 0 = background (from :func:`ink`).
+    ink_image : (H, W) float
+        0 = background (from :func:`ink`).
 
     Returns
     -------
-    crop : (h, w) view of ``ink_image``, h <= H, w <= W.
+    crop : (h, w)
+        A view of ``ink_image``, h <= H, w <= W.
     """
     rows, cols = np.flatnonzero(ink_image.any(axis=1)), np.flatnonzero(ink_image.any(axis=0))
     if rows.size == 0:
@@ -128,9 +134,15 @@ def resample_matrix(size_in: int, size_out: int) -> np.ndarray:
     support ``s = max(1, size_in / size_out)`` widens when shrinking so that every input pixel
     contributes (no aliasing: thin strokes never vanish); weights are normalized to sum 1.
 
+    Parameters
+    ----------
+    size_in, size_out : int
+        Pixels along the axis before and after.
+
     Returns
     -------
-    weights : (size_out, size_in) float32; ``weights @ column`` resizes a column.
+    weights : (size_out, size_in) float32
+        ``weights @ column`` resizes a column.
     """
     scale = size_in / size_out
     support = max(1.0, scale)
@@ -145,11 +157,15 @@ def fit_box(crop: np.ndarray, box: int = BOX) -> np.ndarray:
 
     Parameters
     ----------
-    crop : (h, w) float, the digit cropped to its ink.
+    crop : (h, w) float
+        The digit cropped to its ink.
+    box : int, default BOX
+        Pixels of the longer side.
 
     Returns
     -------
-    fitted : (h', w') float32 with max(h', w') == box and min(h', w') >= 1.
+    fitted : (h', w') float32
+        With max(h', w') == box and min(h', w') >= 1.
     """
     h, w = crop.shape
     scale = box / max(h, w)
@@ -168,11 +184,19 @@ def center_by_mass(digit: np.ndarray, field: int = FIELD) -> np.ndarray:
 
     Parameters
     ----------
-    digit : (h, w) float, h, w <= field, not all zero.
+    digit : (h, w) float
+        h, w <= field, not all zero.
+    field : int, default FIELD
+        Side of the canvas.
 
     Returns
     -------
-    canvas : (field, field) float32.
+    canvas : (field, field) float32
+
+    Raises
+    ------
+    NoDigit
+        If ``digit`` sums to 0 or less (a blank image).
     """
     h, w = digit.shape
     total = float(digit.sum())
@@ -192,11 +216,13 @@ def mnist_pixels(pixels: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    pixels : uint8, (H, W), (H, W, 2), (H, W, 3) or (H, W, 4) (see :func:`grayscale`).
+    pixels : uint8 (H, W), (H, W, 2), (H, W, 3) or (H, W, 4)
+        See :func:`grayscale`.
 
     Returns
     -------
-    digit : (28, 28) uint8, 0 = background, 255 = ink, centred by mass in a 20x20 box.
+    digit : (28, 28) uint8
+        0 = background, 255 = ink, centred by mass in a 20x20 box.
 
     Raises
     ------
@@ -212,11 +238,13 @@ def model_input(digit: np.ndarray, mean: float, std: float) -> np.ndarray:
 
     Parameters
     ----------
-    digit : (28, 28) uint8 from :func:`mnist_pixels`.
-    mean, std : from the model's ``preprocessing.json``.
+    digit : (28, 28) uint8
+        From :func:`mnist_pixels`.
+    mean, std : float
+        From the model's ``preprocessing.json``.
 
     Returns
     -------
-    x : (1, 1, 28, 28) float32.
+    x : (1, 1, 28, 28) float32
     """
     return normalize_pixels(digit[None], mean, std)

@@ -37,8 +37,10 @@ SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'", "X-Content-
 
 
 def prediction_json(prediction, milliseconds: float) -> dict:
-    """What the page draws: digit, probabilities, the 28x28 input and the feature maps (flat,
-    row-major, with their shapes; values rounded to keep the answer small)."""
+    """What the page draws: digit, probabilities, the 28x28 input and the feature maps.
+
+    The arrays go flat, row-major, with their shapes; values are rounded to keep the answer small.
+    """
     maps = {name: {"shape": list(m.shape), "values": [round(float(v), 3) for v in m.ravel()]}
             for name, m in prediction.maps.items()}
     return {"digit": prediction.digit, "probabilities": [float(p) for p in prediction.probabilities],

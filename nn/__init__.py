@@ -1,5 +1,8 @@
-"""A small convolutional-network library in NumPy: layers, loss, initializers, LeNet-5,
-optimizers, learning-rate schedules, augmentation and data parallelism."""
+"""A small convolutional-network library in NumPy.
+
+Layers, loss, initializers, LeNet-5, optimizers, learning-rate schedules, augmentation and
+data parallelism.
+"""
 
 from nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from nn.augment import augment

@@ -1,7 +1,8 @@
 """Element-wise activations. Shape: any -> same shape, same dtype, same memory order.
 
-NumPy ufuncs allocate outputs in the input's memory order (``order="K"``), so a channel-major
-view stays channel-major through these layers at no cost.
+NumPy ufuncs allocate outputs in the input's memory order (``order="K"``), so the batch-last
+views our conv and pool layers return (see ``nn/im2col.py``) stay batch-last through these
+layers at no cost.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class ReLU(Module):
 class LeakyReLU(Module):
     """``x if x > 0 else negative_slope * x``.
 
-    Args
-    ----
+    Parameters
+    ----------
     negative_slope : float, default 0.01
     """
 
@@ -81,8 +82,10 @@ class Tanh(Module):
 
 
 class Sigmoid(Module):
-    """``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x / 2)) / 2`` (no overflow for large |x|);
-    derivative ``s * (1 - s)``."""
+    """``1 / (1 + exp(-x))``; derivative ``s * (1 - s)``.
+
+    Computed as ``(1 + tanh(x / 2)) / 2`` (no overflow for large |x|).
+    """
 
     def __init__(self) -> None:
         super().__init__()

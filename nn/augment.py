@@ -42,18 +42,36 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, max_shift: float = 0.0,
     rotations (N,), scales (N,), shifts (N, 2) as (dy, dx), elastic fields (2, N, H, W) as
     (dy, dx). The same seed and arguments therefore give bit-identical output.
 
-    Args:
-        x: (N, C, H, W) float32 or float64 images (C is 1 for MNIST).
-        rng: the source of randomness.
-        max_shift: pixels; 0 = no translation.
-        max_rotation: degrees; 0 = no rotation.
-        max_scale: fraction in [0, 1); 0 = no scaling.
-        elastic_alpha: strength of the elastic distortion in pixels; 0 = off.
-        elastic_sigma: smoothness of the elastic field in pixels (> 0).
-        fill: value read outside the image (finite).
-    Returns:
-        (N, C, H, W) new array of ``x.dtype``; when every effect is off, ``x`` itself
-        (not a copy, and no random numbers are drawn).
+    Parameters
+    ----------
+    x : (N, C, H, W) float32 or float64
+        Images (C is 1 for MNIST).
+    rng : numpy.random.Generator
+        The source of randomness.
+    max_shift : float, default 0.0
+        Pixels; 0 = no translation.
+    max_rotation : float, default 0.0
+        Degrees; 0 = no rotation.
+    max_scale : float in [0, 1), default 0.0
+        Fraction; 0 = no scaling.
+    elastic_alpha : float, default 0.0
+        Strength of the elastic distortion in pixels; 0 = off.
+    elastic_sigma : float, default 4.0
+        Smoothness of the elastic field in pixels (> 0).
+    fill : float, default 0.0
+        Value read outside the image (finite).
+
+    Returns
+    -------
+    out : (N, C, H, W)
+        New array of ``x.dtype``; when every effect is off, ``x`` itself (not a copy, and
+        no random numbers are drawn).
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not an (N, C, H, W) float32 or float64 array, or an argument is out of
+        the ranges above.
     """
     _check_images(x)
     for name, value in (("max_shift", max_shift), ("max_rotation", max_rotation),
@@ -85,14 +103,22 @@ def affine_positions(size: tuple[int, int], rotation: np.ndarray, scale: np.ndar
                      shift: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Where each output pixel reads the input, for one affine warp per image.
 
-    Args:
-        size: (H, W).
-        rotation: (N,) degrees, counter-clockwise as displayed.
-        scale: (N,) positive factors.
-        shift: (N, 2) content displacement (dy, dx) in pixels.
-    Returns:
-        (2, N, H, W) of ``dtype``: ``[0]`` the input row and ``[1]`` the input column read
-        by each output pixel, ``c + R(-angle) (q - c - shift) / scale``.
+    Parameters
+    ----------
+    size : (H, W)
+    rotation : (N,)
+        Degrees, counter-clockwise as displayed.
+    scale : (N,)
+        Positive factors.
+    shift : (N, 2)
+        Content displacement (dy, dx) in pixels.
+    dtype : numpy dtype, default float32
+
+    Returns
+    -------
+    positions : (2, N, H, W) of ``dtype``
+        ``[0]`` the input row and ``[1]`` the input column read by each output pixel,
+        ``c + R(-angle) (q - c - shift) / scale``.
     """
     height, width = size
     center = np.array([(height - 1) / 2.0, (width - 1) / 2.0])
@@ -128,12 +154,22 @@ def elastic_displacement(field: np.ndarray, alpha: float, sigma: float,
                          out: np.ndarray | None = None) -> np.ndarray:
     """Smooth random fields into elastic displacements (Simard et al., 2003).
 
-    Args:
-        field: (..., H, W) raw random values.
-        out: optional array for the result; may be ``field`` itself.
-    Returns:
-        (..., H, W) ``alpha * G_H @ field @ G_W.T``: the Gaussian blur done as two batched
-        matrix products (separable, no scipy).
+    Parameters
+    ----------
+    field : (..., H, W)
+        Raw random values.
+    alpha : float
+        Factor the smoothed field is multiplied by.
+    sigma : float
+        Std of the Gaussian, in pixels (see :func:`gaussian_matrix`).
+    out : (..., H, W), optional
+        Array for the result; may be ``field`` itself.
+
+    Returns
+    -------
+    displacement : (..., H, W)
+        ``alpha * G_H @ field @ G_W.T``: the Gaussian blur done as two batched matrix
+        products (separable, no scipy).
     """
     height, width = field.shape[-2:]
     rows_blur = alpha * gaussian_matrix(height, sigma, field.dtype)
@@ -144,13 +180,20 @@ def elastic_displacement(field: np.ndarray, alpha: float, sigma: float,
 def sample_bilinear(x: np.ndarray, positions: np.ndarray, fill: float = 0.0) -> np.ndarray:
     """Read each image at fractional positions, bilinearly; positions outside read ``fill``.
 
-    Args:
-        x: (N, C, H, W) images.
-        positions: (2, N, H, W) input row ``[0]`` and column ``[1]`` read by each output
-            pixel; row 0 / column 0 is the first pixel. Finite; not modified.
-        fill: finite value outside the image.
-    Returns:
-        (N, C, H, W) new array of ``x.dtype``.
+    Parameters
+    ----------
+    x : (N, C, H, W)
+        Images.
+    positions : (2, N, H, W)
+        Input row ``[0]`` and column ``[1]`` read by each output pixel; row 0 / column 0
+        is the first pixel. Finite; not modified.
+    fill : float, default 0.0
+        Finite value outside the image.
+
+    Returns
+    -------
+    out : (N, C, H, W)
+        New array of ``x.dtype``.
     """
     _check_images(x)
     _check_fill(fill)

@@ -8,15 +8,19 @@ from nn.module import Module
 
 
 class Dropout(Module):
-    """In training, keep each element with probability ``1 - p`` and scale it by ``1 / (1 - p)``
+    """Inverted dropout: zero elements at random while training, identity in eval mode.
+
+    In training, keep each element with probability ``1 - p`` and scale it by ``1 / (1 - p)``
     (so the expected activation is unchanged and eval mode needs no rescaling); in eval mode,
     return the input unchanged.
 
-    Args
-    ----
-    p : float in [0, 1), probability of zeroing an element, default 0.5.
-    rng : numpy.random.Generator drawing the masks (pass the run's generator so runs are
-        reproducible); ``None`` uses a fresh, *unseeded* ``np.random.default_rng()``.
+    Parameters
+    ----------
+    p : float in [0, 1), default 0.5
+        Probability of zeroing an element.
+    rng : numpy.random.Generator or None, default None
+        Draws the masks (pass the run's generator so runs are reproducible); ``None`` uses
+        a fresh, *unseeded* ``np.random.default_rng()``.
 
     Shape
     -----

@@ -1,19 +1,22 @@
-"""Sliding-window helpers shared by convolution and pooling, on channel-major arrays.
+"""Sliding-window helpers shared by convolution and pooling, on batch-last arrays.
 
 What im2col is: a convolution slides a ``kh x kw`` window over the image and, at each
 position, takes a dot product of the window with each filter (see ``nn/reference.py``'s
 loops). im2col ("image to columns") first copies every window into one column of a matrix
-``cols`` of shape ``(C_in*kh*kw, N*H_out*W_out)``. Then the whole convolution is a single
+``cols`` of shape ``(C_in*kh*kw, H_out*W_out*N)``. Then the whole convolution is a single
 matrix product, ``out = W2d @ cols`` with the filters as rows ``W2d: (C_out, C_in*kh*kw)``,
 which BLAS computes hundreds of times faster than loops. The backward pass is two more
 products (``dW2d = dout @ cols.T`` and ``dcols = W2d.T @ dout``) and col2im, which adds each
 column's gradient back onto the pixels its window covered. The price is memory: each pixel is
 copied up to ``kh*kw`` times.
 
-Layers work on ``(C, N, H, W)`` arrays (the public NCHW array with its first two axes
-swapped, a free view). Keeping the batch axis *inside* the channel axis makes every slice
-``x[:, :, i::s, j::s]`` a set of long runs over ``N*H*W``, and lets ``W2d @ cols`` produce the
-next layer's channel-major output directly, with no transpose copy.
+Layers work on *batch-last* ``(C, H, W, N)`` arrays: the public NCHW array with the batch
+axis moved last, ``x.transpose(1, 2, 3, 0)``, a free view. With the batch innermost, the
+input pixels one kernel offset ``(i, j)`` needs, ``x[:, i:i + H_out, j:j + W_out, :]``, lie in
+runs of ``W_out*N`` consecutive values (one run per channel and output row), so gathering
+and scattering them are a few long copies; and ``W2d @ cols`` writes the next layer's
+batch-last output directly. Pooling gains the same way: the two columns of a 2x2 window,
+``x[:, :, 0::2]`` and ``x[:, :, 1::2]``, are runs of ``N`` values.
 
 Every loop here runs over the kh*kw kernel *offsets* (25 for a 5x5 kernel), never over pixels
 or samples: each iteration moves a whole strided slab with one NumPy call.
@@ -36,8 +39,10 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
 
 
 def reshaped_view(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``array.reshape(shape)`` that is guaranteed to be a view (raises instead of copying),
-    for reshapes of buffer slices that are written through."""
+    """``array.reshape(shape)`` that is guaranteed to be a view (raises instead of copying).
+
+    For reshapes of buffer slices that are written through.
+    """
     view = array.view()
     view.shape = shape  # raises AttributeError if a copy would be needed
     return view
@@ -48,104 +53,65 @@ def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def batch_last(x: np.ndarray) -> np.ndarray:
+    """The ``(C, H, W, N)`` view of an ``(N, C, H, W)`` array (no copy)."""
+    return x.transpose(1, 2, 3, 0)
+
+
+def batch_first(xb: np.ndarray) -> np.ndarray:
+    """The ``(N, C, H, W)`` view of a ``(C, H, W, N)`` array (no copy): what layers return."""
+    return xb.transpose(3, 0, 1, 2)
+
+
+def is_batch_last(xb: np.ndarray) -> bool:
+    """Whether ``(C, H, W, N)`` ``xb`` is one C-contiguous block (our layers' outputs are)."""
+    return xb.flags.c_contiguous
+
+
 def window(offset_h: int, offset_w: int, stride: tuple[int, int], out_hw: tuple[int, int]):
-    """Index selecting, for every output pixel, the input pixel at kernel offset (i, j)."""
-    return (Ellipsis,
+    """Index of the input pixels at kernel offset ``(offset_h, offset_w)`` of every window.
+
+    Applied to a batch-last ``(C, H, W, N)`` array, it selects a ``(C, H_out, W_out, N)`` slab.
+    """
+    return (slice(None),
             slice(offset_h, offset_h + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
             slice(offset_w, offset_w + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
 
 
-class RowsBuffer:
-    """Stride-1 convolution input laid out so every kernel offset is ONE long contiguous run.
-
-    Each image's padded ``(Hp, Wp)`` plane is flattened (plus a tail of ``kw - 1`` zeros).
-    Output pixel ``(ho, wo)`` at kernel offset ``(i, j)`` reads flat index
-    ``(ho + i) * Wp + (wo + j) = ho * Wp + wo + (i * Wp + j)``: so if outputs are computed on
-    a "wide" grid of ``Ho x Wp`` positions (the ``Wp - Wo`` extra columns per row are junk,
-    discarded later), offset ``(i, j)`` gathers the run ``flat[i*Wp + j : i*Wp + j + Ho*Wp]``.
-    Copying ``C*N`` runs of ``Ho*Wp`` values instead of ``C*N*Ho`` rows of ``Wo`` values makes
-    im2col/col2im 3-4x faster (NumPy's per-row overhead dominates short rows), at the price of
-    ``Wp / Wo`` more columns in the matrix products (1.14x for LeNet's conv1, 1.4x for conv2).
-
-    The zero border and tail are written when the buffer is allocated; each call rewrites only
-    the interior. The buffer is private to its layer.
-    """
-
-    def __init__(self) -> None:
-        self._buffer: np.ndarray | None = None
-
-    @staticmethod
-    def plane(flat: np.ndarray, padded_hw: tuple[int, int]) -> np.ndarray:
-        """The ``(C, N, Hp, Wp)`` image view of a ``(C, N, Hp*Wp + tail)`` flat buffer."""
-        c, n = flat.shape[:2]
-        return flat[:, :, :padded_hw[0] * padded_hw[1]].reshape(c, n, *padded_hw)
-
-    def fill(self, x: np.ndarray, padding: tuple[int, int], kernel_w: int, dtype) -> np.ndarray:
-        """Copy channel-major ``x (C, N, H, W)`` into the buffer; returns ``(C, N, Hp*Wp + kw-1)``."""
-        (ph, pw), (c, n, h, w) = padding, x.shape
-        hp, wp = h + 2 * ph, w + 2 * pw
-        shape = (c, n, hp * wp + kernel_w - 1)
-        if self._buffer is None or self._buffer.shape != shape or self._buffer.dtype != dtype:
-            self._buffer = np.zeros(shape, dtype=dtype)
-        self.plane(self._buffer, (hp, wp))[:, :, ph:ph + h, pw:pw + w] = x
-        return self._buffer
-
-
-def im2col_rows(flat: np.ndarray, kernel: tuple[int, int], padded_w: int, out_h: int,
-                out: np.ndarray) -> np.ndarray:
-    """Stride-1 im2col on a ``RowsBuffer``: fills ``out (C, kh, kw, N, out_h*padded_w)``.
-
-    ``out[c, i, j, n] = flat[c, n, i*Wp + j : i*Wp + j + out_h*Wp]``, gathered by ONE copy
-    from a read-only strided view (no Python loop over the kernel offsets: ~30% faster at
-    LeNet-5's batch 32 than 25 slice copies).
-    """
-    c, n, length = flat.shape
-    kh, kw = kernel
-    run = out_h * padded_w
-    if (kh - 1) * padded_w + (kw - 1) + run > length:
-        raise ValueError(f"flat buffer of {length} values too short for kernel {kernel} and {out_h} rows")
-    item = flat.itemsize
-    if flat.strides[2] != item:
-        raise ValueError("im2col_rows needs rows contiguous in memory")
-    windows = np.lib.stride_tricks.as_strided(
-        flat, shape=(c, kh, kw, n, run),
-        strides=(flat.strides[0], padded_w * item, item, flat.strides[1], item), writeable=False)
-    np.copyto(out, windows)
-    return out
-
-
-def col2im_rows(dcols: np.ndarray, dflat: np.ndarray, padded_w: int) -> np.ndarray:
-    """Adjoint of ``im2col_rows``: accumulate ``dcols (C, kh, kw, N, run)`` into the zeroed
-    flat buffer ``dflat (C, N, Hp*Wp + kw-1)``. Junk columns of ``dcols`` must be zero."""
-    _, kh, kw, _, run = dcols.shape
-    for i in range(kh):
-        for j in range(kw):
-            start = i * padded_w + j
-            dflat[:, :, start:start + run] += dcols[:, i, j]
-    return dflat
-
-
 class PaddedBuffer:
-    """A reusable ``(C, N, H + 2ph, W + 2pw)`` array whose border holds ``fill``.
+    """A reusable batch-last ``(C, H + 2ph, W + 2pw, N)`` array whose border holds ``fill``.
 
     Padding by copying into a preallocated buffer is several times faster than ``np.pad``,
     and the border is written only when the buffer is (re)allocated: later calls overwrite
     the interior alone. The buffer is private to its layer; never return it.
+
+    Parameters
+    ----------
+    fill : float
+        The value of the border (0 for convolution and average pooling, -inf for max).
     """
 
     def __init__(self, fill: float) -> None:
         self.fill = fill
         self._buffer: np.ndarray | None = None
 
-    def pad(self, x: np.ndarray, padding: tuple[int, int], dtype) -> np.ndarray:
+    def pad(self, xb: np.ndarray, padding: tuple[int, int], dtype) -> np.ndarray:
+        """``xb`` padded by ``padding = (pH, pW)``, contiguous and of ``dtype``.
+
+        ``xb`` itself when it already is all that (no padding, contiguous, right dtype).
+
+        Shape
+        -----
+        xb : (C, H, W, N) -> (C, H + 2*pH, W + 2*pW, N)
+        """
         ph, pw = padding
-        if ph == 0 and pw == 0 and x.dtype == dtype:
-            return x
-        c, n, h, w = x.shape
-        shape = (c, n, h + 2 * ph, w + 2 * pw)
+        if ph == 0 and pw == 0 and xb.dtype == dtype and is_batch_last(xb):
+            return xb
+        c, h, w, n = xb.shape
+        shape = (c, h + 2 * ph, w + 2 * pw, n)
         if self._buffer is None or self._buffer.shape != shape or self._buffer.dtype != dtype:
             self._buffer = np.full(shape, self.fill, dtype=dtype)
-        self._buffer[:, :, ph:ph + h, pw:pw + w] = x  # casts to dtype as it copies
+        self._buffer[:, ph:ph + h, pw:pw + w] = xb  # casts to dtype as it copies
         return self._buffer
 
 
@@ -153,26 +119,32 @@ def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
            out_hw: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """Gather every receptive field into columns (one copy from a read-only strided view).
 
-    Args
-    ----
-    xp : (C, N, Hp, Wp) padded channel-major input.
-    out : optional preallocated (C, kh, kw, N, Ho, Wo) array to fill.
+    Parameters
+    ----------
+    xp : (C, Hp, Wp, N)
+        Padded batch-last input (or the rows of it that ``out_hw``'s windows cover).
+    kernel, stride : (int, int)
+    out_hw : (int, int)
+        The output size ``(H_out, W_out)``: the windows to gather.
+    out : (C, kh, kw, H_out, W_out, N), optional
+        A preallocated array to fill.
 
     Returns
     -------
-    cols : (C, kh, kw, N, Ho, Wo) with ``cols[c, i, j, n, ho, wo] = xp[c, n, i + sH*ho,
-        j + sW*wo]``; reshaped to (C*kh*kw, N*Ho*Wo) its rows match a weight
-        ``(C_out, C, kh, kw)`` reshaped to (C_out, C*kh*kw).
+    cols : (C, kh, kw, H_out, W_out, N)
+        ``cols[c, i, j, ho, wo, n] = xp[c, i + sH*ho, j + sW*wo, n]``; reshaped to
+        ``(C*kh*kw, H_out*W_out*N)`` its rows match a weight ``(C_out, C, kh, kw)`` reshaped
+        to ``(C_out, C*kh*kw)``.
     """
-    c, n, hp, wp = xp.shape
+    c, hp, wp, n = xp.shape
     (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
     if kh + sh * (ho - 1) > hp or kw + sw * (wo - 1) > wp:
         raise ValueError(f"input {hp}x{wp} too small for {ho}x{wo} windows of {kernel} at stride {stride}")
     if out is None:
-        out = np.empty((c, kh, kw, n, ho, wo), dtype=xp.dtype)
-    s_c, s_n, s_h, s_w = xp.strides
+        out = np.empty((c, kh, kw, ho, wo, n), dtype=xp.dtype)
+    s_c, s_h, s_w, s_n = xp.strides
     windows = np.lib.stride_tricks.as_strided(
-        xp, shape=(c, kh, kw, n, ho, wo), strides=(s_c, s_h, s_w, s_n, sh * s_h, sw * s_w), writeable=False)
+        xp, shape=(c, kh, kw, ho, wo, n), strides=(s_c, s_h, s_w, sh * s_h, sw * s_w, s_n), writeable=False)
     np.copyto(out, windows)
     return out
 
@@ -180,13 +152,21 @@ def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
 def col2im(dcols: np.ndarray, dxp: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
     """Adjoint of ``im2col``: add every column back onto the pixel it came from.
 
-    Args
-    ----
-    dcols : (C, kh, kw, N, Ho, Wo) gradient w.r.t. the columns.
-    dxp : (C, N, Hp, Wp) zero-initialised array, accumulated into in place and returned.
-        Overlapping windows (stride < kernel) add up, as they must.
+    Parameters
+    ----------
+    dcols : (C, kh, kw, H_out, W_out, N)
+        Gradient w.r.t. the columns.
+    dxp : (C, Hp, Wp, N)
+        Zero-initialised (or partly accumulated) array, added into in place. Overlapping
+        windows (stride < kernel) add up, as they must.
+    stride : (int, int)
+
+    Returns
+    -------
+    dxp : (C, Hp, Wp, N)
+        The same array.
     """
-    _, kh, kw, _, ho, wo = dcols.shape
+    _, kh, kw, ho, wo, _ = dcols.shape
     for i in range(kh):
         for j in range(kw):
             dxp[window(i, j, stride, (ho, wo))] += dcols[:, i, j]

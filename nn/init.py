@@ -29,18 +29,37 @@ def initialize(array_shape: tuple[int, ...], scheme: str, rng: np.random.Generat
                dtype=np.float32) -> np.ndarray:
     """A new weight array drawn from ``scheme``.
 
-    Args
-    ----
-    array_shape : shape of the weight.
-    scheme : one of
-        ``"he_normal"``      N(0, 2 / fan_in)                 (Kaiming, for ReLU)
-        ``"he_uniform"``     U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))
-        ``"glorot_normal"``  N(0, 2 / (fan_in + fan_out))     (Xavier, for tanh/sigmoid)
-        ``"glorot_uniform"`` U(-sqrt(6 / (fan_in + fan_out)), +...)
-        ``"randn"``          N(0, 1)                          (the original tutorial's)
-    rng : the generator to draw from (the only source of randomness).
-    fan_in, fan_out : default to ``fans(array_shape)``.
-    dtype : dtype of the result.
+    Parameters
+    ----------
+    array_shape : tuple of int
+        Shape of the weight.
+    scheme : str
+        One of::
+
+            "he_normal"      N(0, 2 / fan_in)                 (Kaiming, for ReLU)
+            "he_uniform"     U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))
+            "glorot_normal"  N(0, 2 / (fan_in + fan_out))     (Xavier, for tanh/sigmoid)
+            "glorot_uniform" U(-sqrt(6 / (fan_in + fan_out)), +...)
+            "randn"          N(0, 1)                          (the original tutorial's)
+
+    rng : numpy.random.Generator
+        The generator to draw from (the only source of randomness).
+    fan_in, fan_out : int, optional
+        Default to ``fans(array_shape)``.
+    dtype : numpy dtype, default float32
+        Dtype of the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new array of shape ``array_shape`` and ``dtype``.
+
+    Raises
+    ------
+    ValueError
+        If ``scheme`` is not one of ``SCHEMES``.
+    TypeError
+        If ``rng`` is not a ``numpy.random.Generator``.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")

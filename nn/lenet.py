@@ -55,17 +55,38 @@ def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hid
         fc1 Linear(c2*25, h1), act3, [drop1], fc2 Linear(h1, h2), act4, [drop2],
         fc3 Linear(h2, num_classes)                          -> (N, num_classes) logits
 
-    Args
-    ----
-    activation : "relu", "leaky_relu" (slope ``leaky_slope``), "tanh" or "sigmoid".
-    pool : "max" or "avg".
-    channels : (c1, c2) feature maps of the two conv layers.
-    hidden : (h1, h2) widths of the two hidden dense layers.
-    num_classes : outputs of fc3.
-    init : weight initializer (``nn.init.SCHEMES``); biases are zero.
-    dropout : probability for drop1/drop2 after act3/act4; 0 leaves them out.
-    rng : numpy.random.Generator for the weights and the dropout masks.
-    dtype : float32 (default) or float64.
+    Parameters
+    ----------
+    activation : {"relu", "leaky_relu", "tanh", "sigmoid"}, default "relu"
+        ``"leaky_relu"`` with slope ``leaky_slope``.
+    pool : {"max", "avg"}, default "max"
+    channels : (c1, c2), default (6, 16)
+        Feature maps of the two conv layers.
+    hidden : (h1, h2), default (120, 84)
+        Widths of the two hidden dense layers.
+    num_classes : int, default 10
+        Outputs of fc3.
+    init : str, default "he_normal"
+        Weight initializer (``nn.init.SCHEMES``); biases are zero.
+    dropout : float in [0, 1), default 0.0
+        Probability for drop1/drop2 after act3/act4; 0 leaves them out.
+    leaky_slope : float, default 0.01
+    rng : numpy.random.Generator
+        For the weights and the dropout masks.
+    dtype : float32 (default) or float64
+
+    Returns
+    -------
+    Sequential
+        The layers named as above, in training mode.
+
+    Raises
+    ------
+    TypeError
+        If ``rng`` is not a ``numpy.random.Generator``.
+    ValueError
+        If ``activation``, ``pool`` or ``init`` is not one of the names above, or
+        ``dropout`` is outside [0, 1).
     """
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -109,19 +130,24 @@ def feature_maps(model: Sequential, x: np.ndarray,
 
     Parameters
     ----------
-    model : a ``Sequential`` such as :func:`lenet5` builds.
-    x : (N, 1, 28, 28) float, normalized like the training data.
-    layers : names of the layers whose outputs to keep, e.g. ``("conv1", "conv2")``.
+    model : Sequential
+        Such as :func:`lenet5` builds.
+    x : (N, 1, 28, 28) float
+        Normalized like the training data.
+    layers : tuple of str, default ("conv1", "conv2")
+        Names of the layers whose outputs to keep.
 
     Returns
     -------
-    logits : (N, num_classes), the model's output.
-    maps : {name: output of that layer}. For :func:`lenet5`, ``conv1``: (N, c1, 28, 28) and
+    logits : (N, num_classes)
+        The model's output.
+    maps : dict of str to numpy.ndarray
+        ``{name: output of that layer}``. For :func:`lenet5`, ``conv1``: (N, c1, 28, 28) and
         ``conv2``: (N, c2, 10, 10), both before their activation (negative values included).
 
     Shape
     -----
-    x: (N, 1, 28, 28) -> logits: (N, num_classes); maps[name]: that layer's output.
+    x : (N, 1, 28, 28) -> logits : (N, num_classes); maps[name] : that layer's output.
     """
     was_training = model.training
     model.eval()

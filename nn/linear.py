@@ -11,14 +11,16 @@ from nn.module import Module
 class Linear(Module):
     """``out = x @ weight.T + bias``.
 
-    Args
-    ----
+    Parameters
+    ----------
     in_features, out_features : int
     bias : bool, default True
-    init : weight initializer from ``nn.init.SCHEMES``, default ``"he_uniform"``.
-    rng : numpy.random.Generator for the weights; ``None`` draws from a fresh, *unseeded*
-        ``np.random.default_rng()``.
-    dtype : float32 (default) or float64. Inputs and output gradients are cast to it.
+    init : str, default "he_uniform"
+        Weight initializer from ``nn.init.SCHEMES``.
+    rng : numpy.random.Generator or None, default None
+        Draws the weights; ``None`` draws from a fresh, *unseeded* ``np.random.default_rng()``.
+    dtype : float32 (default) or float64
+        Inputs and output gradients are cast to it.
 
     Shape
     -----
@@ -26,8 +28,10 @@ class Linear(Module):
 
     Attributes
     ----------
-    params["weight"] : (out_features, in_features), drawn from ``init`` with fan_in = in_features.
-    params["bias"] : (out_features,), zeros (absent when ``bias=False``).
+    params["weight"] : (out_features, in_features)
+        Drawn from ``init`` with fan_in = in_features.
+    params["bias"] : (out_features,)
+        Zeros (absent when ``bias=False``).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
@@ -84,7 +88,7 @@ class Flatten(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._shape = x.shape
-        # A copy when x is a channel-major view; small (N x 400 in LeNet-5).
+        # A view when x is a batch-last view (C, H, W, N merge into one axis); else a copy.
         return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

@@ -6,13 +6,35 @@ import numpy as np
 
 
 def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``logits - logsumexp(logits)`` along ``axis``; finite for any finite logits."""
+    """``logits - logsumexp(logits)`` along ``axis``; finite for any finite logits.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+    axis : int, default -1
+
+    Returns
+    -------
+    numpy.ndarray
+        Log-probabilities, the shape of ``logits``.
+    """
     shifted = logits - logits.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Probabilities along ``axis`` (sum to 1); the max is subtracted first so exp never overflows."""
+    """Probabilities along ``axis`` (sum to 1); the max is subtracted first so exp never overflows.
+
+    Parameters
+    ----------
+    logits, axis
+        As for :func:`log_softmax`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Probabilities, the shape of ``logits``, summing to 1 along ``axis``.
+    """
     exps = np.exp(logits - logits.max(axis=axis, keepdims=True))
     exps /= exps.sum(axis=axis, keepdims=True)
     return exps
@@ -63,9 +85,11 @@ class SoftmaxCrossEntropy:
         return self.forward(logits, labels, batch_size)
 
     def summed(self, loss: float, n: int) -> float:
-        """The sum over the ``n`` images of a batch whose loss this returned as ``loss``:
-        a trainer adds these up and divides by the images seen, so that the loss it reports
-        is the mean per image whatever the reduction."""
+        """The sum over the ``n`` images of a batch whose loss this returned as ``loss``.
+
+        A trainer adds these up and divides by the images seen, so that the loss it reports
+        is the mean per image whatever the reduction.
+        """
         return loss if self.reduction == "sum" else loss * n
 
     def forward(self, logits: np.ndarray, labels: np.ndarray,

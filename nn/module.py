@@ -14,8 +14,15 @@ import numpy as np
 
 
 class IncompatibleKeys(NamedTuple):
-    """What a non-strict ``load_state_dict`` skipped: model keys absent from the state, and
-    state keys the model does not have."""
+    """What a non-strict ``load_state_dict`` skipped.
+
+    Attributes
+    ----------
+    missing_keys : list of str
+        Model keys absent from the state.
+    unexpected_keys : list of str
+        State keys the model does not have.
+    """
 
     missing_keys: list[str]
     unexpected_keys: list[str]
@@ -52,18 +59,40 @@ class Module:
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """The layer's output for ``x``, caching what ``backward`` needs."""
         raise NotImplementedError
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Fill ``grads`` from ``dout`` (d loss / d output) and return d loss / d input.
+
+        Returns ``None`` instead when ``input_grad`` is ``False``. ``dout`` is never
+        modified in place.
+        """
         raise NotImplementedError
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
     def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
-        """One training batch: ``forward``, ``loss_fn(logits, labels) -> (loss, dlogits)`` and
-        ``backward``. Returns ``(loss, logits)``; the gradients are left in ``grads``.
-        (``DataParallel`` overrides it to do all three in one exchange with its workers.)"""
+        """One training batch: ``forward``, the loss, and ``backward``.
+
+        ``DataParallel`` overrides it to do all three in one exchange with its workers.
+
+        Parameters
+        ----------
+        x : np.ndarray
+            Input of the batch.
+        labels : np.ndarray
+            Its labels.
+        loss_fn : callable
+            ``loss_fn(logits, labels) -> (loss, dlogits)``.
+
+        Returns
+        -------
+        loss : float
+        logits : np.ndarray
+            What ``forward(x)`` returned. The gradients are left in ``grads``.
+        """
         logits = self.forward(x)
         loss, dlogits = loss_fn(logits, labels)
         self.backward(dlogits)
@@ -87,8 +116,7 @@ class Module:
             yield from child.named_parameters(prefix + child_name + ".")
 
     def named_gradients(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
-        """Yield ``(dotted_name, gradient)`` with the same names and order as
-        ``named_parameters``."""
+        """Yield ``(dotted_name, gradient)`` with the same names and order as ``named_parameters``."""
         for name in self.params:
             yield prefix + name, self.grads[name]
         for child_name, child in self.children().items():
@@ -126,6 +154,18 @@ class Module:
 
         Everything is checked before anything is written, so a failed load leaves the model
         unchanged. Values are cast to each parameter's dtype.
+
+        Parameters
+        ----------
+        state : dict[str, np.ndarray]
+            Arrays by dotted name, as ``state_dict`` returns them.
+        strict : bool, default True
+            Whether missing and unexpected keys are errors.
+
+        Returns
+        -------
+        IncompatibleKeys
+            The missing and unexpected keys (empty lists after a strict load).
 
         Raises
         ------
@@ -174,6 +214,20 @@ class Sequential(Module):
     ``Sequential(conv1=Conv2d(...), act1=ReLU())`` names the layers; ``Sequential(a, b)`` names
     them ``"0"``, ``"1"``, ... Layers are reachable as ``model.conv1``, ``model["conv1"]`` or
     ``model[0]``.
+
+    Parameters
+    ----------
+    *layers : Module
+        Layers named ``"0"``, ``"1"``, ... in order.
+    **named_layers : Module
+        Layers by name (non-empty, no dot), in order; either these or ``layers``, not both.
+
+    Raises
+    ------
+    TypeError
+        If a layer is not an ``nn.Module``.
+    ValueError
+        If both positional and named layers are given, or a name is empty or has a dot.
 
     Shape
     -----
@@ -232,8 +286,8 @@ class Sequential(Module):
 
         Shape
         -----
-        For LeNet-5 (``nn.lenet5``) with ``x: (N, 1, 28, 28)``: ``conv1: (N, c1, 28, 28)``,
-        ``conv2: (N, c2, 10, 10)`` (before activation and pooling).
+        For LeNet-5 (``nn.lenet5``) with ``x : (N, 1, 28, 28)``: ``conv1 : (N, c1, 28, 28)``,
+        ``conv2 : (N, c2, 10, 10)`` (before activation and pooling).
         """
         names = list(names)
         unknown = [name for name in names if name not in self._layers]

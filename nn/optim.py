@@ -44,11 +44,16 @@ class Optimizer:
     Subclasses name their buffers in ``buffer_names`` (each a zero array shaped like its
     parameter, e.g. ``velocity``) and implement :meth:`_update` for one parameter.
 
-    Attributes:
-        params: name -> the model's parameter array (updated in place).
-        lr: learning rate of the next :meth:`step`; set it freely between steps.
-        steps: number of completed steps.
-        buffers: buffer name -> (parameter name -> array shaped like the parameter).
+    Attributes
+    ----------
+    params : dict[str, np.ndarray]
+        Name -> the model's parameter array (updated in place).
+    lr : float
+        Learning rate of the next :meth:`step`; set it freely between steps.
+    steps : int
+        Number of completed steps.
+    buffers : dict[str, dict[str, np.ndarray]]
+        Buffer name -> (parameter name -> array shaped like the parameter).
     """
 
     buffer_names: tuple[str, ...] = ()
@@ -64,12 +69,17 @@ class Optimizer:
     def step(self, grads: Mapping[str, np.ndarray]) -> None:
         """Apply one update to every parameter, in place.
 
-        Args:
-            grads: parameter name -> gradient of the loss, same keys, shapes and dtypes as
-                ``params``. Never modified.
-        Raises:
-            ValueError: a missing or extra key, or a gradient of the wrong shape or dtype
-                (nothing is updated then).
+        Parameters
+        ----------
+        grads : Mapping[str, np.ndarray]
+            Parameter name -> gradient of the loss, same keys, shapes and dtypes as
+            ``params``. Never modified.
+
+        Raises
+        ------
+        ValueError
+            A missing or extra key, or a gradient of the wrong shape or dtype (nothing is
+            updated then).
         """
         _check_same_keys("grads", grads, self.params)
         for name, param in self.params.items():
@@ -102,8 +112,15 @@ class Optimizer:
         Everything is checked before anything changes, so a failed load leaves the
         optimizer as it was.
 
-        Raises:
-            ValueError: naming the missing, extra or mismatched keys.
+        Parameters
+        ----------
+        state : Mapping[str, np.ndarray]
+            As :meth:`state_dict` returns it.
+
+        Raises
+        ------
+        ValueError
+            Naming the missing, extra or mismatched keys.
         """
         expected = self.state_dict()
         _check_same_keys("optimizer state", state, expected)
@@ -133,12 +150,18 @@ class SGD(Optimizer):
         p -= lr * (g + mu * v)   if nesterov
         p -= lr * v              otherwise (just ``lr * g`` when mu == 0)
 
-    Args:
-        params: name -> parameter array, updated in place.
-        lr: learning rate (``opt.lr`` may be changed between steps).
-        momentum: ``mu`` in [0, 1).
-        nesterov: Nesterov momentum (needs momentum > 0).
-        weight_decay: L2 factor added to the gradient of weights (not biases).
+    Parameters
+    ----------
+    params : Mapping[str, np.ndarray]
+        Name -> parameter array, updated in place.
+    lr : float
+        Learning rate (``opt.lr`` may be changed between steps).
+    momentum : float in [0, 1), default 0.0
+        ``mu``.
+    nesterov : bool, default False
+        Nesterov momentum (needs momentum > 0).
+    weight_decay : float, default 0.0
+        L2 factor added to the gradient of weights (not biases).
     """
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float, momentum: float = 0.0,
@@ -171,12 +194,18 @@ class Adam(Optimizer):
         v = beta2 * v + (1 - beta2) * g**2
         p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
-    Args:
-        params: name -> parameter array, updated in place.
-        lr: learning rate (``opt.lr`` may be changed between steps).
-        betas: decay rates (beta1, beta2) of the moment averages, each in [0, 1).
-        eps: added to the denominator for stability.
-        weight_decay: L2 factor for weights (not biases).
+    Parameters
+    ----------
+    params : Mapping[str, np.ndarray]
+        Name -> parameter array, updated in place.
+    lr : float, default 1e-3
+        Learning rate (``opt.lr`` may be changed between steps).
+    betas : (beta1, beta2), default (0.9, 0.999)
+        Decay rates of the moment averages, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator for stability.
+    weight_decay : float, default 0.0
+        L2 factor for weights (not biases).
     """
 
     buffer_names = ("exp_avg", "exp_avg_sq")
@@ -218,8 +247,14 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), like torch's AdamW.
 
     Before the Adam update, weights (not biases) shrink: ``p *= 1 - lr * weight_decay``;
-    the gradient itself is not changed. Same arguments as :class:`Adam`, but
-    ``weight_decay`` defaults to 0.01.
+    the gradient itself is not changed.
+
+    Parameters
+    ----------
+    params, lr, betas, eps
+        As for :class:`Adam`.
+    weight_decay : float, default 0.01
+        Decoupled decay factor for weights (not biases).
     """
 
     decoupled = True
@@ -235,8 +270,32 @@ def make_optimizer(name: str, params: Mapping[str, np.ndarray], *, lr: float, mo
                    eps: float = 1e-8) -> Optimizer:
     """Build the optimizer called ``name`` (one of :data:`OPTIMIZERS`).
 
-    ``momentum`` and ``nesterov`` are for SGD; ``betas`` and ``eps`` for Adam/AdamW.
     The arguments an optimizer does not use are ignored, so one config serves all three.
+
+    Parameters
+    ----------
+    name : {"sgd", "adam", "adamw"}
+    params : Mapping[str, np.ndarray]
+        Name -> parameter array, updated in place.
+    lr, weight_decay : float
+    momentum : float
+        For SGD.
+    nesterov : bool
+        For SGD.
+    betas : (beta1, beta2), default (0.9, 0.999)
+        For Adam/AdamW.
+    eps : float, default 1e-8
+        For Adam/AdamW.
+
+    Returns
+    -------
+    Optimizer
+        An :class:`SGD`, :class:`Adam` or :class:`AdamW`.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of :data:`OPTIMIZERS`.
     """
     if name == "sgd":
         return SGD(params, lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)

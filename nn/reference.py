@@ -8,8 +8,10 @@ prove every fast layer equal to its twin here, and both equal to finite differen
 ``benchmarks/bench_lenet.py`` times ``naive_lenet_step`` to show what vectorising buys
 (about a thousand times). Nothing in the training path imports this module.
 
-Conventions
------------
+Notes
+-----
+The conventions every function here follows:
+
 * Layout NCHW; weights have PyTorch's shapes (conv ``(C_out, C_in, kH, kW)``, linear
   ``(out, in)``).
 * Convolution is cross-correlation (no kernel flip), like PyTorch.
@@ -148,6 +150,10 @@ def conv2d_backward(x, w, dout, stride=(1, 1), padding=(0, 0)):
 
 
 # -- pooling ---------------------------------------------------------------------------------
+# Max and average pooling are one loop: slide a kH x kW window over every plane, read the
+# values under it, and reduce them to one number. They differ only in that reduction
+# (forward) and in how a window's gradient is shared among its values (backward), so the
+# loop is written once, in _pool_forward and _pool_backward, and each pooling passes its rule.
 def _pool_geometry(x, kernel, stride, padding):
     (kh, kw) = _pair(kernel)
     (sh, sw) = (kh, kw) if stride is None else _pair(stride)
@@ -158,21 +164,107 @@ def _pool_geometry(x, kernel, stride, padding):
     return n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo
 
 
-def _window_argmax(plane, i, j, height, width, kh, kw, sh, sw, ph, pw):
-    """``(row, col)`` of the FIRST maximum of one window, scanning it row by row.
+def _window(plane, i, j, height, width, kh, kw, sh, sw, ph, pw, pad):
+    """The kH*kW values of output pixel ``(i, j)``'s window, row by row, and where each is.
 
-    Positions in the padding are skipped (they hold -inf, never a maximum). Strict ``>``
-    keeps the first of equal values, as PyTorch does.
+    A position outside the plane is padding: its value is ``pad`` and its position ``None``.
     """
-    best, where = -math.inf, None
+    values, positions = [], []
     for a in range(kh):
-        row = i * sh - ph + a
+        row = i * sh - ph + a  # window row a of output row i, in the unpadded input
         for d in range(kw):
             col = j * sw - pw + d
-            if 0 <= row < height and 0 <= col < width and (where is None or plane[row][col] > best):
-                best, where = plane[row][col], (row, col)
-    assert where is not None, "a window lies entirely in the padding"
-    return where
+            if 0 <= row < height and 0 <= col < width:
+                values.append(plane[row][col])
+                positions.append((row, col))
+            else:
+                values.append(pad)
+                positions.append(None)
+    return values, positions
+
+
+def _pool_forward(x, kernel, stride, padding, pad, reduce) -> np.ndarray:
+    """Pool every window of ``x`` to the one number ``reduce(values)``.
+
+    Parameters
+    ----------
+    x, kernel, stride, padding
+        As for ``maxpool_forward``.
+    pad : float
+        What a window reads in the padding.
+    reduce : callable
+        ``reduce(values) -> float``, ``values`` being the window's kH*kW values, row by row.
+
+    Returns
+    -------
+    out : (N, C, H_out, W_out)
+    """
+    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
+    xs = _lists(x)  # (N, C, H, W) as nested lists
+    out = _zeros((n_batch, channels, ho, wo))
+    # One output per sample n, channel c and window position (i, j): its window's reduction.
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(ho):
+                for j in range(wo):
+                    values, _ = _window(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw, pad)
+                    out[n][c][i][j] = reduce(values)
+    return _array(out)
+
+
+def _pool_backward(x, dout, kernel, stride, padding, pad, share) -> np.ndarray:
+    """Send each window's ``dout`` back to the inputs it was pooled from, as ``share`` says.
+
+    Overlapping windows add up; the share of padded positions is dropped.
+
+    Parameters
+    ----------
+    x, dout
+        As for ``maxpool_backward``.
+    kernel, stride, padding, pad
+        As for ``_pool_forward``.
+    share : callable
+        ``share(values, g) -> gradients``: the gradient of each of the window's values
+        (row by row) when its output's gradient is ``g``.
+
+    Returns
+    -------
+    dx : (N, C, H, W)
+    """
+    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
+    assert np.shape(dout) == (n_batch, channels, ho, wo)
+    xs, gs = _lists(x), _lists(dout)  # (N, C, H, W) and (N, C, H_out, W_out)
+    dx = _zeros(np.shape(x))
+    # Each output's gradient goes back to the window it was pooled from, shared by the rule.
+    for n in range(n_batch):
+        for c in range(channels):
+            for i in range(ho):
+                for j in range(wo):
+                    values, positions = _window(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw, pad)
+                    for position, grad in zip(positions, share(values, gs[n][c][i][j])):
+                        if position is not None:  # padding: nothing to send the gradient to
+                            row, col = position
+                            dx[n][c][row][col] += grad
+    return _array(dx)
+
+
+def _mean(values) -> float:
+    """Average pooling's reduction: padded zeros count, so every window divides by kH*kW."""
+    return sum(values) / len(values)
+
+
+def _first_max_gets_all(values, g) -> list:
+    """Max pooling's gradient: all of ``g`` to the window's FIRST maximum, nothing to the others.
+
+    First in row-major window order, as in PyTorch.
+    """
+    winner = values.index(max(values))  # index() finds the first of equal values
+    return [g if k == winner else 0.0 for k in range(len(values))]
+
+
+def _equal_shares(values, g) -> list:
+    """Average pooling's gradient: each value of the window contributed 1/(kH*kW) of the mean."""
+    return [g / len(values)] * len(values)
 
 
 def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
@@ -184,114 +276,78 @@ def maxpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
     ----------
     x : (N, C, H, W)
     kernel : int or (kH, kW)
-    stride : int or (sH, sW); None means the kernel size
-    padding : int or (pH, pW), at most half the kernel
+    stride : int or (sH, sW) or None
+        None means the kernel size.
+    padding : int or (pH, pW)
+        At most half the kernel.
 
     Returns
     -------
     out : (N, C, H_out, W_out)
     """
-    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
-    xs = _lists(x)
-    out = _zeros((n_batch, channels, ho, wo))
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(ho):
-                for j in range(wo):
-                    row, col = _window_argmax(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw)
-                    out[n][c][i][j] = xs[n][c][row][col]
-    return _array(out)
+    # Padding reads -inf, never a window's maximum: padding is at most half the kernel, so
+    # every window holds at least one input value.
+    return _pool_forward(x, kernel, stride, padding, pad=-math.inf, reduce=max)
 
 
 def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
-    """Gradient of ``maxpool_forward``: each window's ``dout`` goes to exactly ONE input,
-    the first maximum in row-major window order; overlapping windows add up.
+    """Gradient of ``maxpool_forward``: each window's ``dout`` goes to exactly ONE input.
 
     Fast twin: ``nn.pool.MaxPool2d.backward``.
 
+    That input is the first maximum in row-major window order; overlapping windows add up.
+
     Parameters
     ----------
-    x : (N, C, H, W), the forward input
+    x : (N, C, H, W)
+        The forward input.
     dout : (N, C, H_out, W_out)
+    kernel, stride, padding
+        As for ``maxpool_forward``.
 
     Returns
     -------
     dx : (N, C, H, W)
     """
-    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
-    assert np.shape(dout) == (n_batch, channels, ho, wo)
-    xs, gs = _lists(x), _lists(dout)
-    dx = _zeros(np.shape(x))
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(ho):
-                for j in range(wo):
-                    row, col = _window_argmax(xs[n][c], i, j, height, width, kh, kw, sh, sw, ph, pw)
-                    dx[n][c][row][col] += gs[n][c][i][j]
-    return _array(dx)
+    return _pool_backward(x, dout, kernel, stride, padding, pad=-math.inf, share=_first_max_gets_all)
 
 
 def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
-    """Mean over each window, padded zeros included (PyTorch's ``count_include_pad=True``):
-    every window divides by ``kH * kW``.
+    """Mean over each window, padded zeros included (PyTorch's ``count_include_pad=True``).
 
     Fast twin: ``nn.pool.AvgPool2d.forward``.
 
+    Every window divides by ``kH * kW``.
+
     Parameters
     ----------
-    x : (N, C, H, W); kernel, stride (None = kernel), padding : int or pair
+    x, kernel, stride, padding
+        As for ``maxpool_forward``.
 
     Returns
     -------
     out : (N, C, H_out, W_out)
     """
-    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
-    xs = _lists(x)
-    out = _zeros((n_batch, channels, ho, wo))
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(ho):
-                for j in range(wo):
-                    total = 0.0
-                    for a in range(kh):
-                        for d in range(kw):
-                            row, col = i * sh - ph + a, j * sw - pw + d
-                            if 0 <= row < height and 0 <= col < width:
-                                total += xs[n][c][row][col]
-                    out[n][c][i][j] = total / (kh * kw)
-    return _array(out)
+    return _pool_forward(x, kernel, stride, padding, pad=0.0, reduce=_mean)
 
 
 def avgpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
-    """Gradient of ``avgpool_forward``: each input of a window receives ``dout / (kH*kW)``
-    (the share of padded positions is dropped).
+    """Gradient of ``avgpool_forward``: each input of a window receives ``dout / (kH*kW)``.
 
     Fast twin: ``nn.pool.AvgPool2d.backward``.
 
+    The share of padded positions is dropped.
+
     Parameters
     ----------
-    x : (N, C, H, W), the forward input (only its shape is used)
-    dout : (N, C, H_out, W_out)
+    x, dout, kernel, stride, padding
+        As for ``maxpool_backward``; only the shape of ``x`` is used.
 
     Returns
     -------
     dx : (N, C, H, W)
     """
-    n_batch, channels, height, width, kh, kw, sh, sw, ph, pw, ho, wo = _pool_geometry(x, kernel, stride, padding)
-    assert np.shape(dout) == (n_batch, channels, ho, wo)
-    gs = _lists(dout)
-    dx = _zeros(np.shape(x))
-    for n in range(n_batch):
-        for c in range(channels):
-            for i in range(ho):
-                for j in range(wo):
-                    share = gs[n][c][i][j] / (kh * kw)
-                    for a in range(kh):
-                        for d in range(kw):
-                            row, col = i * sh - ph + a, j * sw - pw + d
-                            if 0 <= row < height and 0 <= col < width:
-                                dx[n][c][row][col] += share
-    return _array(dx)
+    return _pool_backward(x, dout, kernel, stride, padding, pad=0.0, share=_equal_shares)
 
 
 # -- fully connected -------------------------------------------------------------------------
@@ -302,7 +358,9 @@ def linear_forward(x, w, b=None) -> np.ndarray:
 
     Parameters
     ----------
-    x : (N, in); w : (out, in); b : (out,) or None
+    x : (N, in)
+    w : (out, in)
+    b : (out,) or None
 
     Returns
     -------
@@ -330,11 +388,15 @@ def linear_backward(x, w, dout):
 
     Parameters
     ----------
-    x : (N, in); w : (out, in); dout : (N, out)
+    x : (N, in)
+    w : (out, in)
+    dout : (N, out)
 
     Returns
     -------
-    dx : (N, in); dw : (out, in); db : (out,)
+    dx : (N, in)
+    dw : (out, in)
+    db : (out,)
     """
     n_batch, n_in = np.shape(x)
     n_out = np.shape(w)[0]
@@ -491,20 +553,25 @@ def naive_lenet_step(params: dict, x, y, *, activation: str = "relu", pool: str 
 
     Parameters
     ----------
-    params : dict with PyTorch's names and shapes: ``conv1.weight (c1, 1, 5, 5)``,
-        ``conv1.bias (c1,)``, ``conv2.weight (c2, c1, 5, 5)``, ``conv2.bias``,
-        ``fc1.weight (h1, c2*25)``, ``fc1.bias``, ``fc2.weight (h2, h1)``, ``fc2.bias``,
-        ``fc3.weight (K, h2)``, ``fc3.bias`` (e.g. ``model.state_dict()`` of ``nn.lenet5``).
-    x : (N, 1, 28, 28) images
-    y : (N,) integer labels
-    activation : "relu", "leaky_relu", "tanh" or "sigmoid"
-    pool : "max" or "avg"
-    leaky_slope : negative slope of "leaky_relu"
+    params : dict
+        PyTorch's names and shapes: ``conv1.weight (c1, 1, 5, 5)``, ``conv1.bias (c1,)``,
+        ``conv2.weight (c2, c1, 5, 5)``, ``conv2.bias``, ``fc1.weight (h1, c2*25)``,
+        ``fc1.bias``, ``fc2.weight (h2, h1)``, ``fc2.bias``, ``fc3.weight (K, h2)``,
+        ``fc3.bias`` (e.g. ``model.state_dict()`` of ``nn.lenet5``).
+    x : (N, 1, 28, 28)
+        Images.
+    y : (N,)
+        Integer labels.
+    activation : {"relu", "leaky_relu", "tanh", "sigmoid"}, default "relu"
+    pool : {"max", "avg"}, default "max"
+    leaky_slope : float, default 0.01
+        Negative slope of "leaky_relu".
 
     Returns
     -------
     loss : float
-    grads : dict with the same keys and shapes as ``params`` (float64)
+    grads : dict
+        The same keys and shapes as ``params`` (float64).
     """
     p = params
     if activation == "leaky_relu":

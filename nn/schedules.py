@@ -38,19 +38,34 @@ def learning_rate(epoch: float, *, base_lr: float, schedule: str, total_epochs: 
                   min_lr: float = 0.0) -> float:
     """The learning rate at ``epoch`` (0-based, may be fractional).
 
-    Args:
-        epoch: e >= 0, e.g. ``epoch + batch_index / batches_per_epoch``.
-        base_lr: rate after warmup, before any decay (> 0).
-        schedule: one of :data:`SCHEDULES`.
-        total_epochs: length of the run (> 0); the cosine reaches ``min_lr`` there.
-        warmup_epochs: length of the linear warmup (0 = none).
-        step_size: epochs between decays of the ``step`` schedule (> 0).
-        gamma: decay factor of ``step`` (per step) and ``exponential`` (per epoch), in (0, 1].
-        min_lr: floor of the decaying schedules, in [0, base_lr].
-    Returns:
+    Parameters
+    ----------
+    epoch : float
+        e >= 0, e.g. ``epoch + batch_index / batches_per_epoch``.
+    base_lr : float
+        Rate after warmup, before any decay (> 0).
+    schedule : str
+        One of :data:`SCHEDULES`.
+    total_epochs : float
+        Length of the run (> 0); the cosine reaches ``min_lr`` there.
+    warmup_epochs : float, default 0.0
+        Length of the linear warmup (0 = none).
+    step_size : float, default 10
+        Epochs between decays of the ``step`` schedule (> 0).
+    gamma : float, default 0.1
+        Decay factor of ``step`` (per step) and ``exponential`` (per epoch), in (0, 1].
+    min_lr : float, default 0.0
+        Floor of the decaying schedules, in [0, base_lr].
+
+    Returns
+    -------
+    float
         The rate as a Python float.
-    Raises:
-        ValueError: unknown schedule (listing the allowed ones) or an out-of-range argument.
+
+    Raises
+    ------
+    ValueError
+        Unknown schedule (listing the allowed ones) or an out-of-range argument.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")

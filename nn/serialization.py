@@ -76,19 +76,52 @@ def write_npz(handle: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
 
 
 def save_model(model: Module, config: dict, weights: IO[bytes], config_file: IO[str]) -> None:
-    """Write ``model.state_dict()`` to ``weights`` (an ``.npz``) and ``config`` (the ``lenet5``
-    keyword arguments that rebuild ``model``) as JSON to ``config_file``."""
+    """Write ``model``'s weights as ``.npz`` and the config that rebuilds it as JSON.
+
+    Parameters
+    ----------
+    model : Module
+        Its ``state_dict()`` is written to ``weights``.
+    config : dict
+        The ``lenet5`` keyword arguments that rebuild ``model``.
+    weights : binary file object
+        Receives the ``.npz``.
+    config_file : text file object
+        Receives ``config`` as JSON.
+
+    Raises
+    ------
+    ValueError
+        If ``config`` has keys that are not ``lenet5`` arguments.
+    """
     config = _json_config(config)
     write_npz(weights, model.state_dict())
     config_file.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_model(weights: IO[bytes], config_file: IO[str]) -> tuple[Sequential, dict]:
-    """Rebuild the model saved by ``save_model``: ``(model, config)``.
+    """Rebuild the model saved by ``save_model``.
 
-    Raises ValueError if the config is not JSON, has unknown keys or the weights do not fit
-    the architecture it describes (naming the offending tensors); whatever ``np.load`` raises
-    for a damaged archive (``zipfile.BadZipFile``, ``EOFError``, ``ValueError``).
+    Parameters
+    ----------
+    weights : binary file object
+        The ``.npz`` written by ``save_model``.
+    config_file : text file object
+        Its JSON config.
+
+    Returns
+    -------
+    model : Sequential
+    config : dict
+        The ``lenet5`` keyword arguments read from ``config_file``.
+
+    Raises
+    ------
+    ValueError
+        If the config is not JSON, has unknown keys or the weights do not fit the
+        architecture it describes (naming the offending tensors).
+    zipfile.BadZipFile, EOFError, ValueError
+        Whatever ``np.load`` raises for a damaged archive.
     """
     config = json.load(config_file)
     if not isinstance(config, dict):

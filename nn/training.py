@@ -83,12 +83,17 @@ class EarlyStopping:
 class TrainState:
     """Everything a run needs to continue exactly where it stopped.
 
-    Attributes:
-        epochs_done: completed epochs.
-        history: one dict per completed epoch (epoch, losses, accuracies, lr). No wall-clock
-            time: the history is a pipeline output, and must be the same on every rerun.
-        best_weights: ``state_dict`` of the best epoch so far (by the monitored metric).
-        stop_reason: why training ended, once it has.
+    Attributes
+    ----------
+    epochs_done : int
+        Completed epochs.
+    history : list of dict
+        One dict per completed epoch (epoch, losses, accuracies, lr). No wall-clock time:
+        the history is a pipeline output, and must be the same on every rerun.
+    best_weights : dict[str, np.ndarray] or None
+        ``state_dict`` of the best epoch so far (by the monitored metric).
+    stop_reason : str or None
+        Why training ended, once it has.
     """
 
     epochs_done: int = 0
@@ -100,11 +105,18 @@ class TrainState:
 def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000):
     """Mean cross-entropy, accuracy and predictions of ``model`` in eval mode.
 
-    Args:
-        images: (N, 1, H, W) float.
-        labels: (N,) int.
-    Returns:
-        (loss, accuracy, predictions) with predictions: (N,) int64.
+    Parameters
+    ----------
+    model : Module
+    images : (N, 1, H, W) float
+    labels : (N,) int
+    batch_size : int, default 1000
+
+    Returns
+    -------
+    loss : float
+    accuracy : float
+    predictions : (N,) int64
     """
     was_training = model.training
     model.eval()
@@ -126,14 +138,26 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
 class Trainer:
     """Mini-batch training of ``model`` with ``optimizer`` and a learning-rate function.
 
-    Args:
-        lr_at: learning rate as a pure function of the (fractional) epoch, called each step.
-        rng: the one Generator for shuffling, augmentation and dropout.
-        augment: optional ``f(images, rng) -> images`` applied to each training batch.
-        on_batch: optional ``f(batch_index, batches, loss, accuracy)`` for progress display.
-        loss_fn: the training loss; ``SoftmaxCrossEntropy(reduction="sum")`` makes the
-            gradient, hence the step at a given learning rate, ``batch_size`` times larger.
-            The losses reported (``on_batch``, history) are means per image either way.
+    Parameters
+    ----------
+    model : Module
+    optimizer : Optimizer
+        Its ``lr`` is set before each step.
+    lr_at : callable
+        Learning rate as a pure function of the (fractional) epoch, called each step.
+    rng : numpy.random.Generator
+        The one Generator for shuffling, augmentation and dropout.
+    batch_size : int
+    early_stopping : EarlyStopping
+    augment : callable, optional
+        ``f(images, rng) -> images`` applied to each training batch.
+    eval_batch_size : int, default 1000
+    on_batch : callable, optional
+        ``f(batch_index, batches, loss, accuracy)`` for progress display.
+    loss_fn : SoftmaxCrossEntropy, default SoftmaxCrossEntropy()
+        The training loss; ``SoftmaxCrossEntropy(reduction="sum")`` makes the gradient,
+        hence the step at a given learning rate, ``batch_size`` times larger. The losses
+        reported (``on_batch``, history) are means per image either way.
     """
 
     model: Module
@@ -148,10 +172,25 @@ class Trainer:
     loss_fn: SoftmaxCrossEntropy = field(default_factory=SoftmaxCrossEntropy)
 
     def train_epoch(self, epoch: int, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-        """One pass over a fresh permutation of the data; returns (mean loss per image, accuracy).
+        """One pass over a fresh permutation of the data.
 
-        Args:
-            images: (N, 1, H, W) float32. labels: (N,) int.
+        Parameters
+        ----------
+        epoch : int
+            0-based; with the batch index it gives the learning rate's fractional epoch.
+        images : (N, 1, H, W) float32
+        labels : (N,) int
+
+        Returns
+        -------
+        loss : float
+            Mean loss per image.
+        accuracy : float
+
+        Raises
+        ------
+        TrainingDiverged
+            If a batch's loss is NaN or infinite.
         """
         self.model.train()
         # Nothing upstream of the first layer learns: skip its input gradient (a whole col2im).
@@ -182,7 +221,21 @@ class Trainer:
         """Train from ``state`` (or from scratch) until ``epochs`` or early stopping.
 
         At the end the best epoch's weights (by the monitored validation metric) are
-        loaded into the model. Returns the final state.
+        loaded into the model.
+
+        Parameters
+        ----------
+        train, val : (images, labels)
+        epochs : int
+        state : TrainState, optional
+            Where to resume; ``None`` starts from scratch.
+        on_epoch_end : callable, optional
+            ``f(state)`` after each epoch (the pipeline saves a checkpoint there).
+
+        Returns
+        -------
+        TrainState
+            The final state.
         """
         state = state or TrainState()
         while state.stop_reason is None and state.epochs_done < epochs:

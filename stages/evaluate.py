@@ -9,6 +9,7 @@ metrics/model_card.md (with the training params and metrics/train.json's figures
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,10 @@ from stages.common.dataset import RUN_KEY, check_run, read_split
 from stages.common.errors import StageError
 from stages.common.model_files import MODELS, PREPROCESSING, read_model
 from stages.common.outputs import staged_outputs
-from stages.common.params import Int, load_stage_params
-from stages.common.train_spec import TRAIN_SPEC
+from stages.common.param_rules import Int
+from stages.common.param_sections import dotted, param
+from stages.common.params import StageParams, load_stage_params
+from stages.common.train_spec import TrainParams
 
 TEST = Path("data/prepared/test.parquet")
 TRAIN = Path("data/prepared/train.parquet")
@@ -34,14 +37,39 @@ CARD = Path("metrics/model_card.md")
 METRICS = Path("metrics/eval.json")
 CONFUSION = Path("metrics/confusion.csv")
 OUTPUTS = (CONFUSION, METRICS, CARD)  # as dvc.yaml declares them: swapped in together
-# The train params are read only to be listed in the model card.
-SPEC = {"evaluate.batch_size": Int(min=1, max=100_000), **TRAIN_SPEC}
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """``evaluate``: how many test images go through the network at once (memory, not results)."""
+
+    batch_size: int = param(Int(min=1, max=100_000))
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """What this stage reads from params.yaml."""
+
+    evaluate: EvaluateParams
+    train: TrainParams  # read only to be listed in the model card
+
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, classes: int = 10) -> np.ndarray:
-    """counts[a, p] = number of images of class a predicted as p.  Shape: (classes, classes)."""
+    """The confusion matrix: ``counts[a, p]`` = number of images of class a predicted as p.
+
+    Parameters
+    ----------
+    actual, predicted : (N,) int
+        Classes in [0, classes).
+    classes : int, default 10
+
+    Returns
+    -------
+    counts : (classes, classes) int
+    """
     return np.bincount(actual * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
@@ -59,7 +87,7 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, dict[str, float]]:
 @app.command()
 def main() -> None:
     """Evaluate models/model.npz on the test split."""
-    params = load_stage_params("evaluate", SPEC)
+    params = load_stage_params("evaluate", Params)
     model, architecture, expected = read_model(MODELS)
     test = read_split(TEST)
     check_run(test, expected.get(RUN_KEY), MODELS / PREPROCESSING)
@@ -68,7 +96,7 @@ def main() -> None:
                          f"but {MODELS} was trained with {expected['mean']}/{expected['std']}")
     with staged_outputs("evaluate", OUTPUTS, params) as staged:
         loss, accuracy, predictions = evaluate(model, test.images, test.labels,
-                                               batch_size=params["evaluate.batch_size"])
+                                               batch_size=params.evaluate.batch_size)
         confusion = confusion_matrix(test.labels, predictions)
         write_text(staged.path(CONFUSION),
                    "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(test.labels, predictions)))
@@ -76,7 +104,7 @@ def main() -> None:
                                           "test_images": int(len(test.labels)),
                                           "per_class": per_class_scores(confusion)})
         write_text(staged.path(CARD), model_card(
-            architecture=architecture, params={key: params[key] for key in TRAIN_SPEC}, preprocessing=expected,
+            architecture=architecture, params=dotted(params.train, "train"), preprocessing=expected,
             sizes={"train": pq.read_metadata(TRAIN).num_rows, "val": pq.read_metadata(VAL).num_rows,
                    "test": len(test.labels)},
             training=json.loads(TRAIN_METRICS.read_text()), test_loss=loss, confusion=confusion))

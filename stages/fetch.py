@@ -21,6 +21,7 @@ staging area and data/raw is replaced only when all four verified.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -28,14 +29,28 @@ import typer
 from stages.common.cli import run
 from stages.common.mnist_sources import MIRROR_ENV, build_sources, fetch_all
 from stages.common.outputs import link_existing, staged_outputs
-from stages.common.params import Float, Int, ListOf, Str, load_stage_params
+from stages.common.param_rules import Float, Int, ListOf, Str
+from stages.common.param_sections import param
+from stages.common.params import StageParams, load_stage_params
 
 RAW = Path("data/raw")
-SPEC = {
-    "fetch.mirrors": ListOf(Str()),
-    "fetch.timeout": Float(gt=0),
-    "fetch.retries": Int(min=0, max=10),
-}
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    """``fetch``: where MNIST comes from after ``$MNIST_MIRROR``, and how long to wait for it."""
+
+    mirrors: tuple[str, ...] = param(ListOf(Str()))
+    timeout: float = param(Float(gt=0))
+    retries: int = param(Int(min=0, max=10))
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """What this stage reads from params.yaml: the whole ``fetch`` section."""
+
+    fetch: FetchParams
+
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -43,9 +58,9 @@ app = typer.Typer(add_completion=False, help=__doc__)
 @app.command()
 def main() -> None:
     """Fetch and verify the MNIST files into data/raw."""
-    params = load_stage_params("fetch", SPEC)
-    sources = build_sources(os.environ.get(MIRROR_ENV), params["fetch.mirrors"],
-                            timeout=params["fetch.timeout"], retries=params["fetch.retries"])
+    params = load_stage_params("fetch", Params)
+    sources = build_sources(os.environ.get(MIRROR_ENV), params.fetch.mirrors,
+                            timeout=params.fetch.timeout, retries=params.fetch.retries)
     with staged_outputs("fetch", [RAW], params) as staged:
         # Files already in data/raw are linked into staging and kept if they still verify.
         link_existing(RAW, staged.path(RAW))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +29,14 @@ from stages.common.dataset import data_sha256, pixel_mean_std, write_split
 from stages.common.errors import StageError
 from stages.common.idx import NUM_CLASSES, LabelledImages, read_labelled_images
 from stages.common.outputs import staged_outputs
-from stages.common.params import PARAMS_FILE, Int, load_stage_params
+from stages.common.param_rules import PARAMS_FILE, Int
+from stages.common.param_sections import param
+from stages.common.params import StageParams, load_stage_params
 
 RAW_DIR = Path("data/raw")
 OUT_DIR = Path("data/prepared")
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-SPEC = {
-    "normalize.val_size": Int(min=1),
-    "normalize.seed": Int(min=0),
-    "normalize.limit": Int(min=0),
-}
 SPLIT_RULE = (
     "stratified by label: class k gets floor(val_size * n_k / n) validation images, and the "
     "remaining ones go one each to the classes with the largest remainders "
@@ -49,18 +47,37 @@ SOURCE_INDEX_MEANING = "0-based index of the image in its source IDX files (imag
 NORMALIZATION = "images = (pixels / 255 - mean) / std; mean, population std of the train split's pixels / 255"
 
 
+@dataclass(frozen=True)
+class NormalizeParams:
+    """``normalize``: the validation split and a size limit for small runs (module docstring)."""
+
+    val_size: int = param(Int(min=1))
+    seed: int = param(Int(min=0))
+    limit: int = param(Int(min=0))
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """What this stage reads from params.yaml: the whole ``normalize`` section."""
+
+    normalize: NormalizeParams
+
+
 def class_quotas(class_counts: np.ndarray, val_size: int) -> np.ndarray:
     """Validation images per class: proportional, by the largest-remainder rule.
 
     Parameters
     ----------
-    class_counts : (K,) int, training images per class (n = their sum > val_size).
-    val_size : images to hold out in total.
+    class_counts : (K,) int
+        Training images per class (n = their sum > val_size).
+    val_size : int
+        Images to hold out in total.
 
     Returns
     -------
-    quotas : (K,) int64, summing to ``val_size``, each at most its class count. Exact integer
-    arithmetic, so no float rounding can make the tie-break platform-dependent.
+    quotas : (K,) int64
+        Summing to ``val_size``, each at most its class count. Exact integer arithmetic, so
+        no float rounding can make the tie-break platform-dependent.
     """
     counts = np.asarray(class_counts, dtype=np.int64)
     n = int(counts.sum())
@@ -76,13 +93,17 @@ def stratified_split(labels: np.ndarray, val_size: int, rng: np.random.Generator
 
     Parameters
     ----------
-    labels : (n,) int in 0–9.
-    val_size : 1 <= val_size < n.
-    rng : the only source of randomness (one ``permutation(n)`` call).
+    labels : (n,) int
+        In 0–9.
+    val_size : int
+        1 <= val_size < n.
+    rng : numpy.random.Generator
+        The only source of randomness (one ``permutation(n)`` call).
 
     Returns
     -------
-    train_index, val_index : sorted int64 arrays, disjoint, together ``arange(n)``.
+    train_index, val_index : int64 arrays
+        Sorted, disjoint, together ``arange(n)``.
     """
     labels = np.asarray(labels)
     n = len(labels)
@@ -104,7 +125,26 @@ def _limited(data: LabelledImages, limit: int | None) -> LabelledImages:
 def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: int | None) -> dict:
     """Read the IDX files in ``raw_dir``; write train/val/test.parquet to ``out_dir``.
 
-    Returns the sizes and the normalization constants (for the stage's summary line).
+    Parameters
+    ----------
+    raw_dir, out_dir : Path
+    val_size : int
+        Training images held out for validation.
+    seed : int
+        Seeds the stratified split.
+    limit : int or None
+        Keep the first ``limit`` images of each source file; None keeps all.
+
+    Returns
+    -------
+    dict
+        The sizes and the normalization constants (for the stage's summary line):
+        ``{"sizes": ..., "mean": ..., "std": ..., "run_id": ...}``.
+
+    Raises
+    ------
+    StageError
+        If ``val_size`` is not less than the training images, or their pixels are all equal.
     """
     train_files = [raw_dir / name for name in TRAIN_FILES]
     test_files = [raw_dir / name for name in TEST_FILES]
@@ -155,10 +195,10 @@ app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 @app.command()
 def main() -> None:
     """Write data/prepared/{train,val,test}.parquet from data/raw (params: normalize.*)."""
-    params = load_stage_params("normalize", SPEC)
+    params = load_stage_params("normalize", Params)
     with staged_outputs("normalize", [OUT_DIR], params) as staged:  # all three splits, or none
-        summary = prepare(RAW_DIR, staged.path(OUT_DIR), val_size=params["normalize.val_size"],
-                          seed=params["normalize.seed"], limit=params["normalize.limit"] or None)
+        summary = prepare(RAW_DIR, staged.path(OUT_DIR), val_size=params.normalize.val_size,
+                          seed=params.normalize.seed, limit=params.normalize.limit or None)
     sizes = ", ".join(f"{name} {size}" for name, size in summary["sizes"].items())
     print(f"normalize: {sizes}; train mean {summary['mean']:.4f}, std {summary['std']:.4f} -> {OUT_DIR}")
 

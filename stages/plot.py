@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -27,8 +28,9 @@ from stages.common.dataset import blank_value, read_split  # noqa: E402
 from stages.common.errors import StageError  # noqa: E402
 from stages.common.model_files import MODELS, read_model  # noqa: E402
 from stages.common.outputs import staged_outputs  # noqa: E402
-from stages.common.params import Int, load_stage_params  # noqa: E402
-from stages.common.train_spec import AUGMENT_SPEC, augment_kwargs  # noqa: E402
+from stages.common.param_sections import part_of  # noqa: E402
+from stages.common.params import StageParams, load_stage_params  # noqa: E402
+from stages.common.train_spec import AugmentParams, TrainParams  # noqa: E402
 
 TRAIN = Path("data/prepared/train.parquet")
 TEST = Path("data/prepared/test.parquet")
@@ -37,11 +39,29 @@ PLOTS = Path("plots")
 # One home for the file names: dvc.yaml's top-level plots list each of them (a test checks).
 FIGURES = ("augmented.png", "conv1_filters.png", "conv1_maps.png", "conv2_maps.png",
            "confident_errors.png", "per_class_accuracy.png")
-SPEC = {"train.seed": Int(min=0), **AUGMENT_SPEC}
 SAMPLES, VARIANTS = 10, 5  # augmentation figure: digits, augmented versions of each
 DIGITS = 4                 # feature-map figures: the first test images
 ERRORS = 16                # confident-errors grid: at most this many, 4 per row
 BATCH = 1000               # forward pass of the test set, in chunks (memory, not results)
+
+
+@dataclass(frozen=True)
+class PlotTrainParams:
+    """The part of ``train`` this stage reads: all ``dvc.yaml`` declares for it.
+
+    The seed and augmentation draw plots/augmented.png, so it shows what training sees.
+    """
+
+    seed: int = part_of(TrainParams)
+    augment: AugmentParams = part_of(TrainParams)
+
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """What this stage reads from params.yaml."""
+
+    train: PlotTrainParams
+
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -76,7 +96,16 @@ def _diverging(axes, picture: np.ndarray):
 
 
 def filters_figure(weight: np.ndarray):
-    """The conv1 kernels, one panel each.  Shape: ``weight: (C_out, 1, kH, kW)``."""
+    """The conv1 kernels, one panel each.
+
+    Parameters
+    ----------
+    weight : (C_out, 1, kH, kW)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     count = len(weight)
     columns = min(count, 8)
     rows = -(-count // columns)
@@ -94,7 +123,17 @@ def filters_figure(weight: np.ndarray):
 def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str):
     """Each row: a digit, then every channel of ``layer``'s output for it.
 
-    Shape: ``images: (N, 1, 28, 28)``, ``maps: (N, C, H, W)``.
+    Parameters
+    ----------
+    images : (N, 1, 28, 28)
+    maps : (N, C, H, W)
+        ``layer``'s output for ``images``.
+    layer : str
+        Its name, for the title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     count, channels = maps.shape[:2]
     figure, grid = plt.subplots(count, channels + 1, figsize=(0.75 * (channels + 1), 0.8 * count + 0.4),
@@ -115,7 +154,16 @@ def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str):
 def confident_errors(probabilities: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
     """Indices of the wrong predictions, most confident first (ties: lower index first).
 
-    Shape: ``probabilities: (N, classes)``, ``labels: (N,)``; returns ``(min(limit, errors),)``.
+    Parameters
+    ----------
+    probabilities : (N, classes)
+    labels : (N,)
+    limit : int
+        At most this many indices.
+
+    Returns
+    -------
+    indices : (min(limit, errors),)
     """
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
@@ -143,7 +191,14 @@ def errors_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
 def per_class_figure(recall: np.ndarray):
     """Bar per digit: the fraction of its test images classified correctly (its recall).
 
-    Shape: ``recall: (classes,)`` in [0, 1].
+    Parameters
+    ----------
+    recall : (classes,)
+        In [0, 1].
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     figure, axes = plt.subplots(figsize=(6, 3.5))
     classes = np.arange(len(recall))
@@ -159,7 +214,17 @@ def per_class_figure(recall: np.ndarray):
 
 
 def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
-    """Softmax outputs of ``model`` in eval mode.  Shape: ``images: (N, 1, 28, 28)`` -> ``(N, classes)``."""
+    """Softmax outputs of ``model`` in eval mode.
+
+    Parameters
+    ----------
+    model : nn.Module
+    images : (N, 1, 28, 28)
+
+    Returns
+    -------
+    probabilities : (N, classes) float64
+    """
     model.eval()
     return np.concatenate([nn.softmax(model.forward(images[start:start + BATCH]).astype(np.float64))
                            for start in range(0, len(images), BATCH)])
@@ -177,7 +242,7 @@ def read_recall(path: Path) -> np.ndarray:
 @app.command()
 def main() -> None:
     """Draw every plot into plots/."""
-    params = load_stage_params("plot", SPEC)
+    params = load_stage_params("plot", Params)
     train = read_split(TRAIN)
     test = read_split(TEST)
     model, _, _ = read_model(MODELS)
@@ -185,8 +250,8 @@ def main() -> None:
         out = staged.path(PLOTS)
         out.mkdir()
         fill = blank_value(train.metadata["mean"], train.metadata["std"])
-        rng = np.random.default_rng(params["train.seed"])
-        save_figure(augmentation_figure(train.images[:SAMPLES], rng, augment_kwargs(params), fill),
+        rng = np.random.default_rng(params.train.seed)
+        save_figure(augmentation_figure(train.images[:SAMPLES], rng, asdict(params.train.augment), fill),
                     out / "augmented.png")
         save_figure(filters_figure(model.conv1.params["weight"]), out / "conv1_filters.png")
         _, maps = nn.feature_maps(model, test.images[:DIGITS], ("conv1", "conv2"))

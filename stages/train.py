@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,10 @@ from stages.common.dataset import RUN_KEY, blank_value, check_same_run, read_spl
 from stages.common.errors import StageError, first_line
 from stages.common.model_files import MODELS, write_model
 from stages.common.outputs import staged_outputs
-from stages.common.params import load_stage_params
+from stages.common.param_sections import dotted
+from stages.common.params import StageParams, load_stage_params
 from stages.common.progress import EpochProgress
-from stages.common.train_spec import TRAIN_SPEC, augment_kwargs, check_train_consistency
+from stages.common.train_spec import TrainParams, check_train_consistency
 
 DATA = Path("data/prepared")
 METRICS = Path("metrics/train.json")
@@ -46,20 +48,26 @@ CHANCE_FACTOR = 1.5
 # (the console shows each epoch's time instead).
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 
-SPEC = TRAIN_SPEC
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """What this stage reads from params.yaml: the whole ``train`` section."""
+
+    train: TrainParams
+
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def model_config(params) -> dict:
+def model_config(train: TrainParams) -> dict:
     """The ``nn.lenet5`` keyword arguments: all a saved model needs to be rebuilt."""
     return {
-        "activation": params["train.activation"],
-        "leaky_slope": params["train.leaky_slope"],
-        "pool": params["train.pool"],
-        "channels": list(params["train.channels"]),
-        "hidden": list(params["train.hidden"]),
-        "dropout": params["train.dropout"],
+        "activation": train.activation,
+        "leaky_slope": train.leaky_slope,
+        "pool": train.pool,
+        "channels": list(train.channels),
+        "hidden": list(train.hidden),
+        "dropout": train.dropout,
         "num_classes": NUM_CLASSES,
     }
 
@@ -71,29 +79,25 @@ def history_csv(history: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_trainer(params, rng: np.random.Generator, fill: float, on_batch=None):
-    """Model, optimizer, schedule, early stopping and augmentation, all from params."""
-    model = nn.lenet5(**model_config(params), init=params["train.init"], rng=rng)
-    if params["train.workers"] > 1:
-        model = nn.DataParallel(model, params["train.workers"])
+def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float, on_batch=None):
+    """Model, optimizer, schedule, early stopping and augmentation, all from the ``train`` params."""
+    model = nn.lenet5(**model_config(train), init=train.init, rng=rng)
+    if train.workers > 1:
+        model = nn.DataParallel(model, train.workers)
     optimizer = nn.make_optimizer(
-        params["train.optimizer"], dict(model.named_parameters()), lr=params["train.lr"],
-        momentum=params["train.momentum"], nesterov=params["train.nesterov"],
-        weight_decay=params["train.weight_decay"])
+        train.optimizer, dict(model.named_parameters()), lr=train.lr,
+        momentum=train.momentum, nesterov=train.nesterov, weight_decay=train.weight_decay)
     lr_at = functools.partial(
-        nn.learning_rate, base_lr=params["train.lr"], schedule=params["train.schedule"],
-        total_epochs=params["train.epochs"], warmup_epochs=params["train.warmup_epochs"],
-        step_size=params["train.step_size"], gamma=params["train.gamma"], min_lr=params["train.min_lr"])
+        nn.learning_rate, base_lr=train.lr, schedule=train.schedule,
+        total_epochs=train.epochs, warmup_epochs=train.warmup_epochs,
+        step_size=train.step_size, gamma=train.gamma, min_lr=train.min_lr)
     # With every effect at 0, nn.augment returns its input and draws no random numbers.
-    augment = functools.partial(nn.augment, fill=fill, **augment_kwargs(params))
-    early_stopping = EarlyStopping(
-        monitor=params["train.early_stopping.monitor"],
-        patience=params["train.early_stopping.patience"],
-        min_delta=params["train.early_stopping.min_delta"])
+    augment = functools.partial(nn.augment, fill=fill, **asdict(train.augment))
+    early_stopping = EarlyStopping(**asdict(train.early_stopping))
     return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng,
-                   batch_size=params["train.batch_size"], early_stopping=early_stopping,
+                   batch_size=train.batch_size, early_stopping=early_stopping,
                    augment=augment, on_batch=on_batch,
-                   loss_fn=nn.SoftmaxCrossEntropy(params["train.loss_reduction"]))
+                   loss_fn=nn.SoftmaxCrossEntropy(train.loss_reduction))
 
 
 def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
@@ -145,8 +149,9 @@ def matching_checkpoint(run_fingerprint: str) -> bool:
 @app.command()
 def main() -> None:
     """Train LeNet-5 with the ``train`` params of params.yaml."""
-    params = load_stage_params("train", SPEC)
-    check_train_consistency(params)
+    params = load_stage_params("train", Params)
+    train = params.train
+    check_train_consistency(train)
     retain_freed_memory()  # steps free and reallocate megabytes: keep them, don't refault them
     train_split, val_split = read_split(DATA / "train.parquet"), read_split(DATA / "val.parquet")
     check_same_run(train_split, val_split)
@@ -154,12 +159,12 @@ def main() -> None:
     background = blank_value(mean, std)
 
     def fresh():
-        rng = np.random.default_rng(params["train.seed"])
-        return rng, build_trainer(params, rng, fill=background, on_batch=progress.on_batch)
+        rng = np.random.default_rng(train.seed)
+        return rng, build_trainer(train, rng, fill=background, on_batch=progress.on_batch)
 
-    progress = EpochProgress(params["train.epochs"])
+    progress = EpochProgress(train.epochs)
     run_fingerprint = checkpoint.fingerprint(
-        dict(params), [DATA / "train.parquet", DATA / "val.parquet", *NN_SOURCES])
+        dotted(train, "train"), [DATA / "train.parquet", DATA / "val.parquet", *NN_SOURCES])
     with staged_outputs("train", OUTPUTS, params) as staged:
         rng, trainer = fresh()
         try:
@@ -184,10 +189,10 @@ def main() -> None:
             with progress:
                 state = trainer.fit((train_split.images, train_split.labels),
                                     (val_split.images, val_split.labels),
-                                    epochs=params["train.epochs"], state=state, on_epoch_end=on_epoch_end)
+                                    epochs=train.epochs, state=state, on_epoch_end=on_epoch_end)
             best = state.history[trainer.early_stopping.best_epoch - 1]
             check_learned(best)
-            write_outputs(staged, trainer, state, model_config(params),
+            write_outputs(staged, trainer, state, model_config(train),
                           {"mean": mean, "std": std, RUN_KEY: train_split.metadata[RUN_KEY]})
         except TrainingDiverged as error:
             raise StageError(str(error)) from None

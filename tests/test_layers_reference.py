@@ -1,7 +1,8 @@
 """The fast ``nn`` layers compute exactly what the slow loop references compute, forward and
 backward, in float64, over awkward shapes: strides, padding, kernels 1-5, non-square inputs
-and kernels, batch 1, overlapping and gapped pool windows, ties, and both memory layouts the
-layers meet (plain NCHW, and the channel-major view consecutive layers hand each other)."""
+and kernels, batch 1, overlapping and gapped pool windows, ties, and every memory layout of
+``tests/layouts.py`` (plain NCHW, the batch-last view consecutive layers hand each other, and
+other strided views)."""
 
 import zlib
 
@@ -10,26 +11,13 @@ import pytest
 
 import nn
 from nn import reference as ref
+from tests.layouts import LAYOUTS, in_layout
 
-LAYOUTS = ["nchw", "channel_major", "cropped_rows"]
 
 
 def seeded(*case) -> np.random.Generator:
     """A generator seeded from the test case itself (stable across runs, unlike ``hash``)."""
     return np.random.default_rng(zlib.crc32(repr(case).encode()))
-
-
-def in_layout(array: np.ndarray, layout: str) -> np.ndarray:
-    """The same values, as contiguous NCHW, as an NCHW view of channel-major memory, or as
-    one whose rows are cropped out of wider rows (what our convolutions return)."""
-    if layout == "nchw" or array.ndim != 4:
-        return np.ascontiguousarray(array)
-    if layout == "channel_major":
-        return np.ascontiguousarray(array.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-    n, c, h, w = array.shape
-    wide = np.full((c, n, h, w + 3), np.nan, dtype=array.dtype)  # NaN: reading it would show
-    wide[..., :w] = array.transpose(1, 0, 2, 3)
-    return wide[..., :w].transpose(1, 0, 2, 3)
 
 
 def assert_same(actual, expected, what=""):
@@ -64,7 +52,7 @@ CONV_CASES = [
 ]
 
 
-# How the layer is used decides its column layout (Conv2d._wide_rows): every way must agree.
+# Training, evaluation and a layer with no input gradient take different paths: all must agree.
 CONV_MODES = ["train", "eval", "no_input_grad"]
 
 
@@ -201,7 +189,7 @@ def test_linear_matches_loops(n, n_in, n_out, bias):
 
 
 def test_flatten_is_c_order_and_reversible():
-    x = in_layout(np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5), "channel_major")
+    x = in_layout(np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5), "batch_last")
     layer = nn.Flatten()
     out = layer(x)
     np.testing.assert_array_equal(out, np.arange(120.0).reshape(2, 60))  # feature c*H*W + h*W + w

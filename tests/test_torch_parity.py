@@ -14,6 +14,7 @@ import pytest
 
 import nn
 from nn import reference as ref
+from tests.layouts import LAYOUTS, in_layout
 from tests.synthetic import mnist_like
 
 torch = pytest.importorskip("torch")
@@ -96,12 +97,12 @@ def test_maxpool_matches_torch(kernel, stride, padding, hw):
     assert_close(layer.backward(dout), xt.grad, "dx")
 
 
-@pytest.mark.parametrize("channel_major", [False, True], ids=["nchw", "channel_major"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kernel, stride, padding, hw", POOL_CASES, ids=str)
-def test_maxpool_ties_route_like_torch(kernel, stride, padding, hw, channel_major):
+def test_maxpool_ties_route_like_torch(kernel, stride, padding, hw, layout):
     """Normalised MNIST is mostly one background value: whole windows tie. PyTorch sends
-    each window's gradient to one element, the first maximum; so must we, in both memory
-    layouts (channel-major input, as a conv layer hands it over, may take another path)."""
+    each window's gradient to one element, the first maximum; so must we, in every memory
+    layout (the batch-last view a conv layer hands over may take another path)."""
     rng = seeded("ties", kernel, stride, padding, hw)
     layer = nn.MaxPool2d(kernel, stride, padding)
     background, ink = -0.4242, 2.8215
@@ -109,8 +110,7 @@ def test_maxpool_ties_route_like_torch(kernel, stride, padding, hw, channel_majo
     x[0, 0] = background  # one plane with every window tied
     xt = leaf(x)
     out_t = F.max_pool2d(xt, kernel, stride, padding)
-    if channel_major:
-        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    x = in_layout(x, layout)
     np.testing.assert_array_equal(layer(x), out_t.detach().numpy())
     # Small integers: sums of them are exact, so routing must agree bit for bit.
     dout = rng.integers(1, 9, size=out_t.shape).astype(np.float32)

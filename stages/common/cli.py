@@ -77,8 +77,12 @@ def describe_os_error(error: OSError) -> str:
 def run(app: typer.Typer, *, report_time: bool = True) -> None:
     """Invoke ``app`` and end the process as the table of this module says; never returns.
 
-    ``report_time=False`` drops the success line: a stage's time belongs in a ``dvc repro``
-    log, but a command whose output people read (``lenet predict``) ends on its results.
+    Parameters
+    ----------
+    app : typer.Typer
+    report_time : bool, default True
+        ``False`` drops the success line: a stage's time belongs in a ``dvc repro`` log, but
+        a command whose output people read (``lenet predict``) ends on its results.
     """
     name = Path(sys.argv[0]).stem  # python -m stages.train: .../stages/train.py -> train
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")

@@ -71,12 +71,22 @@ _WRITE_OPTIONS = dict(
 def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
     """Mean and (population) standard deviation of ``pixels / 255``, computed exactly.
 
-    Parameters
-    ----------
-    pixels : uint8, any shape, e.g. (N, 28, 28).
-
     A 256-bin histogram makes the result exact in float64 whatever N is, and chunks keep
     memory flat (a float64 copy of 55,000 images would be 345 MB).
+
+    Parameters
+    ----------
+    pixels : uint8, any shape
+        E.g. (N, 28, 28); not empty.
+
+    Returns
+    -------
+    mean, std : float
+
+    Raises
+    ------
+    ValueError
+        If ``pixels`` is not a non-empty uint8 array.
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.size == 0:
@@ -95,17 +105,20 @@ def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
 def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
     """The model's input transform: ``(pixels / 255 - mean) / std``.
 
+    Each of the 256 possible values is transformed once in float64 and rounded to float32
+    (a lookup table): the result is exact and does not depend on how it is computed.
+
     Parameters
     ----------
-    pixels : (N, 28, 28) or (N, 1, 28, 28) uint8, 0 = background.
-    mean, std : from the training split (``Split.metadata["mean"]``, ``["std"]``).
+    pixels : (N, 28, 28) or (N, 1, 28, 28) uint8
+        0 = background.
+    mean, std : float
+        From the training split (``Split.metadata["mean"]``, ``["std"]``).
 
     Returns
     -------
-    images : (N, 1, 28, 28) float32, a new C-contiguous array.
-
-    Each of the 256 possible values is transformed once in float64 and rounded to float32
-    (a lookup table): the result is exact and does not depend on how it is computed.
+    images : (N, 1, 28, 28) float32
+        A new C-contiguous array.
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
@@ -119,8 +132,10 @@ def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 
 def blank_value(mean: float, std: float) -> float:
-    """What a blank (0) pixel becomes after :func:`normalize_pixels`: the fill value for
-    pixels that augmentation moves in from outside the image."""
+    """What a blank (0) pixel becomes after :func:`normalize_pixels`.
+
+    The fill value for pixels that augmentation moves in from outside the image.
+    """
     return (0.0 - mean) / std
 
 
@@ -133,11 +148,16 @@ class Split:
 
     Attributes
     ----------
-    images : (N, 1, 28, 28) float32, normalized with the training split's mean and std.
-    labels : (N,) int64, 0–9.
-    source_index : (N,) int64, each image's 0-based index in its source IDX file.
-    metadata : the file's recorded facts: mean, std, shape, stored_dtype, split, sizes, ...
-    path : the file it was read from (for messages).
+    images : (N, 1, 28, 28) float32
+        Normalized with the training split's mean and std.
+    labels : (N,) int64
+        0–9.
+    source_index : (N,) int64
+        Each image's 0-based index in its source IDX file.
+    metadata : dict
+        The file's recorded facts: mean, std, shape, stored_dtype, split, sizes, ...
+    path : Path or None
+        The file it was read from (for messages).
     """
 
     images: np.ndarray
@@ -171,8 +191,14 @@ def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray
 
     Parameters
     ----------
-    pixels : (N, 28, 28) uint8.
-    labels, source_index : (N,) integers, as :func:`write_split` takes them.
+    pixels : (N, 28, 28) uint8
+    labels, source_index : (N,) integers
+        As :func:`write_split` takes them.
+
+    Returns
+    -------
+    str
+        The hex digest.
     """
     return _sha256_of(_stored_arrays(pixels, labels, source_index))
 
@@ -183,9 +209,15 @@ def content_sha256(metadata: dict[str, Any], pixels: np.ndarray, labels: np.ndar
 
     Parameters
     ----------
-    metadata : the split's metadata; a ``content_sha256`` key in it is left out.
-    pixels : (N, 28, 28) uint8.
-    labels, source_index : (N,) integers.
+    metadata : dict
+        The split's metadata; a ``content_sha256`` key in it is left out.
+    pixels : (N, 28, 28) uint8
+    labels, source_index : (N,) integers
+
+    Returns
+    -------
+    str
+        The hex digest.
     """
     facts = json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True)
     return _sha256_of([facts.encode(), *_stored_arrays(pixels, labels, source_index)])
@@ -197,13 +229,20 @@ def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source
 
     Parameters
     ----------
-    pixels : (N, 28, 28) uint8, the raw images (stored as is).
-    labels : (N,) integers in 0–9.
-    source_index : (N,) integers in [0, 2**31), each image's index in its source file.
-    mean, std : of the training split's pixels / 255; what :func:`read_split` normalizes with.
-    run_id : the id of the normalize run writing this split (64 hex digits), the same for all
+    path : str or Path
+    pixels : (N, 28, 28) uint8
+        The raw images (stored as is).
+    labels : (N,) integers
+        In 0–9.
+    source_index : (N,) integers
+        In [0, 2**31), each image's index in its source file.
+    mean, std : float
+        Of the training split's pixels / 255; what :func:`read_split` normalizes with.
+    run_id : str
+        The id of the normalize run writing this split (64 hex digits), the same for all
         its splits, so a reader can tell splits of different runs apart.
-    info : JSON-serializable facts to record (split name, sizes, checksums, provenance).
+    info : dict
+        JSON-serializable facts to record (split name, sizes, checksums, provenance).
     """
     pixels = np.ascontiguousarray(pixels)
     labels, source_index = np.asarray(labels), np.asarray(source_index)
@@ -286,9 +325,20 @@ def _short(value: Any, limit: int = 40) -> str:
 def read_split(path: str | Path) -> Split:
     """Load the split at ``path``, normalized for the model.
 
-    Raises StageError naming the file if it is missing, not Parquet, or has other columns,
-    types or metadata than :func:`write_split` writes, or if its content does not match its
-    ``content_sha256`` (a corrupt file).
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    Split
+
+    Raises
+    ------
+    StageError
+        Naming the file if it is missing, not Parquet, or has other columns, types or
+        metadata than :func:`write_split` writes, or if its content does not match its
+        ``content_sha256`` (a corrupt file).
     """
     path = Path(path)
     table = _read_table(path)
@@ -329,7 +379,10 @@ def read_split(path: str | Path) -> Split:
 def check_same_run(*splits: Split) -> None:
     """Refuse splits written by different normalize runs (e.g. one killed between two files).
 
-    Raises StageError naming the first split and the first one that differs from it.
+    Raises
+    ------
+    StageError
+        Naming the first split and the first one that differs from it.
     """
     first = splits[0]
     for other in splits[1:]:

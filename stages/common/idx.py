@@ -61,12 +61,20 @@ def parse_images(data: bytes, name: str) -> np.ndarray:
 
     Parameters
     ----------
-    data : the whole file's content.
-    name : the file's name or path, used in error messages.
+    data : bytes
+        The whole file's content.
+    name : str
+        The file's name or path, used in error messages.
 
     Returns
     -------
-    images : (N, 28, 28) uint8, a read-only view of ``data`` (0 = background, 255 = ink).
+    images : (N, 28, 28) uint8
+        A read-only view of ``data`` (0 = background, 255 = ink).
+
+    Raises
+    ------
+    StageError
+        Naming the file and what was expected versus found.
     """
     dims, pixels = _parse(data, name, magic=IMAGES_MAGIC, what="images")
     if dims[1:] != IMAGE_SIZE:
@@ -95,8 +103,10 @@ class LabelledImages:
     Attributes
     ----------
     images : (N, 28, 28) uint8
-    labels : (N,) uint8, in 0–9
-    sha256 : {file name: SHA-256 hex digest of the whole file}, for provenance.
+    labels : (N,) uint8
+        In 0–9.
+    sha256 : dict[str, str]
+        ``{file name: SHA-256 hex digest of the whole file}``, for provenance.
     """
 
     images: np.ndarray

@@ -429,9 +429,26 @@ def fetch_all(raw_dir: Path, sources: Sequence[Source],
     """Put every canonical file, verified, in ``raw_dir``; return how each one got there.
 
     A file already present is kept if it verifies and deleted if not. Otherwise each source
-    is tried in order until one yields the canonical bytes. Raises StageError listing every
-    source and its reason if some file could not be fetched; files fetched by then are
-    verified and stay, and no temporary or unverified file is left.
+    is tried in order until one yields the canonical bytes.
+
+    Parameters
+    ----------
+    raw_dir : Path
+    sources : sequence of Source
+        In the order they are tried.
+    canonical : Mapping[str, CanonicalFile], default CANONICAL
+        The files to fetch, by name.
+
+    Returns
+    -------
+    list of FetchResult
+        How each file got into place.
+
+    Raises
+    ------
+    StageError
+        Listing every source and its reason if some file could not be fetched; files
+        fetched by then are verified and stay, and no temporary or unverified file is left.
     """
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
-"""The model card: one Markdown page on what the trained model is, how well it does, and
-what it was not made for. Written by the evaluate stage to metrics/model_card.md.
+"""The model card: one Markdown page on the trained model, written by the evaluate stage.
+
+What the model is, how well it does, and what it was not made for, written to
+metrics/model_card.md.
 
 Pure text from the numbers it is given: no clock, no paths of this machine, so the same
 model and data give the same bytes.
@@ -15,10 +17,20 @@ CONFUSED_PAIRS = 5  # most frequent (actual, predicted) errors listed
 
 
 def most_confused(confusion: np.ndarray, limit: int = CONFUSED_PAIRS) -> list[tuple[int, int, int]]:
-    """The off-diagonal cells with the most images: ``(actual, predicted, count)``, largest
-    count first, ties in (actual, predicted) order; cells with no image are left out.
+    """The off-diagonal cells with the most images: ``(actual, predicted, count)``.
 
-    Shape: ``confusion: (classes, classes)``, ``confusion[a, p]`` images of ``a`` predicted ``p``.
+    Parameters
+    ----------
+    confusion : (classes, classes)
+        ``confusion[a, p]`` images of ``a`` predicted ``p``.
+    limit : int, default CONFUSED_PAIRS
+        At most this many cells.
+
+    Returns
+    -------
+    list of (actual, predicted, count)
+        Largest count first, ties in (actual, predicted) order; cells with no image are
+        left out.
     """
     errors = confusion.astype(np.int64).copy()
     np.fill_diagonal(errors, 0)
@@ -46,13 +58,24 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
 
     Parameters
     ----------
-    architecture : the ``lenet5`` arguments saved with the model (models/model.json).
-    params : ``{"train.lr": 0.05, ...}``, the training params.
-    preprocessing : ``{"mean": ..., "std": ...}`` of the training pixels (models/preprocessing.json).
-    sizes : images per split: ``{"train": ..., "val": ..., "test": ...}``.
-    training : the train stage's metrics/train.json (best epoch, validation figures, parameters).
-    test_loss : mean cross-entropy on the test split.
-    confusion : ``(classes, classes)`` test counts, ``confusion[actual, predicted]``.
+    architecture : Mapping
+        The ``lenet5`` arguments saved with the model (models/model.json).
+    params : Mapping
+        ``{"train.lr": 0.05, ...}``, the training params.
+    preprocessing : Mapping
+        ``{"mean": ..., "std": ...}`` of the training pixels (models/preprocessing.json).
+    sizes : Mapping
+        Images per split: ``{"train": ..., "val": ..., "test": ...}``.
+    training : Mapping
+        The train stage's metrics/train.json (best epoch, validation figures, parameters).
+    test_loss : float
+        Mean cross-entropy on the test split.
+    confusion : (classes, classes)
+        Test counts, ``confusion[actual, predicted]``.
+
+    Returns
+    -------
+    str
     """
     total = int(confusion.sum())
     correct = int(np.trace(confusion))

@@ -177,16 +177,24 @@ def _rename_all(area: Path, outputs: Sequence[Path]) -> None:
 def staged_outputs(stage: str, outputs: Sequence[str | os.PathLike], params=None) -> Iterator[StagedOutputs]:
     """Build ``outputs`` in a staging area; swap them in when the ``with`` block succeeds.
 
+    On an exception (or a signal) inside the block nothing is swapped and the staging area
+    is removed.
+
     Parameters
     ----------
-    stage : the stage's name (names its staging area).
-    outputs : every output the stage declares in ``dvc.yaml`` (files or directories).
-    params : the stage's :class:`~stages.common.params.StageParams`; checked unchanged in
+    stage : str
+        The stage's name (names its staging area).
+    outputs : sequence of str or path
+        Every output the stage declares in ``dvc.yaml`` (files or directories).
+    params : StageParams, optional
+        The stage's :class:`~stages.common.params.StageParams`; checked unchanged in
         ``params.yaml`` just before the swap, so DVC never records params the outputs were
         not made with.
 
-    On an exception (or a signal) inside the block nothing is swapped and the staging area
-    is removed.
+    Yields
+    ------
+    StagedOutputs
+        Where to build each output.
     """
     outputs = [Path(o) for o in outputs]
     remove_stale()

@@ -3,29 +3,33 @@
 DVC reruns a stage only when a param it *declares* changes. A stage that reads a param it
 does not declare would silently keep stale outputs (and ``dvc exp run -S`` would record
 stale metrics). So every stage gets its params only through :func:`load_stage_params`,
-which refuses a spec key that ``dvc.yaml`` does not declare for that stage, and refuses a
-declared key the stage never reads or that ``params.yaml`` spells wrongly.
+which refuses a key the stage reads that ``dvc.yaml`` does not declare for it, and refuses
+a declared key the stage never reads or that ``params.yaml`` spells wrongly.
 
-Example::
+A stage says what it reads with a frozen dataclass: a :class:`StageParams` whose fields
+are the sections of ``params.yaml`` it reads (see :mod:`stages.common.param_sections`)::
 
-    SPEC = {"train.lr": Float(gt=0), "train.activation": Choice("relu", "tanh")}
-    params = load_stage_params("train", SPEC)
-    params["train.lr"]  # -> 0.05
+    @dataclass(frozen=True)
+    class Params(StageParams):
+        train: TrainParams
+
+    params = load_stage_params("train", Params)
+    params.train.lr                 # -> 0.05
+    params.train.augment.max_shift  # -> 2.0
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_type_hints
 
 from ruamel.yaml import YAML
 
 from stages.common.errors import StageError, first_line
+from stages.common.param_rules import PARAMS_FILE, Rule
+from stages.common.param_sections import build_section, flatten, is_section, section_spec
 
-PARAMS_FILE = "params.yaml"
 DVC_FILE = "dvc.yaml"
 
 
@@ -40,150 +44,29 @@ def _yaml_load(path: Path) -> Any:
         raise StageError(f"{path}: not valid YAML ({first_line(error)})") from None
 
 
-# --- value rules -----------------------------------------------------------------------
-
-
-class Rule:
-    """Checks one param value; returns the value (possibly converted) or raises StageError."""
-
-    expected: str = "a value"
-
-    def check(self, key: str, value: Any) -> Any:
-        raise NotImplementedError
-
-    def fail(self, key: str, value: Any) -> StageError:
-        return StageError(f"{PARAMS_FILE}: {key} must be {self.expected}, got {value!r}")
-
-
-def _bounds_text(kind: str, gt=None, min=None, max=None) -> str:
-    parts = []
-    if gt is not None:
-        parts.append(f"> {gt}")
-    if min is not None:
-        parts.append(f">= {min}")
-    if max is not None:
-        parts.append(f"<= {max}")
-    return kind + (" " + " and ".join(parts) if parts else "")
-
-
-@dataclass(frozen=True)
-class Int(Rule):
-    min: int | None = None
-    max: int | None = None
-
-    @property
-    def expected(self) -> str:
-        return _bounds_text("an integer", min=self.min, max=self.max)
-
-    def check(self, key, value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, value)
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise self.fail(key, value)
-        return value
-
-
-@dataclass(frozen=True)
-class Float(Rule):
-    gt: float | None = None
-    min: float | None = None
-    max: float | None = None
-    lt: float | None = None
-
-    @property
-    def expected(self) -> str:
-        text = _bounds_text("a number", gt=self.gt, min=self.min, max=self.max)
-        return text + (f" and < {self.lt}" if self.lt is not None else "")
-
-    def check(self, key, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.fail(key, value)
-        number = float(value)
-        if (
-            (self.gt is not None and not number > self.gt)
-            or (self.min is not None and number < self.min)
-            or (self.max is not None and number > self.max)
-            or (self.lt is not None and not number < self.lt)
-        ):
-            raise self.fail(key, value)
-        return number
-
-
-@dataclass(frozen=True)
-class Bool(Rule):
-    expected = "true or false"
-
-    def check(self, key, value):
-        if not isinstance(value, bool):
-            raise self.fail(key, value)
-        return value
-
-
-class Choice(Rule):
-    def __init__(self, *allowed: str):
-        self.allowed = tuple(allowed)
-        self.expected = "one of " + ", ".join(self.allowed)
-
-    def check(self, key, value):
-        if value not in self.allowed:
-            raise self.fail(key, value)
-        return value
-
-
-@dataclass(frozen=True)
-class Str(Rule):
-    expected = "a non-empty string"
-
-    def check(self, key, value):
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, value)
-        return value
-
-
-@dataclass(frozen=True)
-class ListOf(Rule):
-    """A list of values each passing ``item``; ``length`` fixes its size, else non-empty."""
-
-    item: Rule
-    length: int | None = None
-
-    @property
-    def expected(self) -> str:
-        size = f"{self.length} " if self.length is not None else "a non-empty list of "
-        return f"{'a list of ' if self.length is not None else ''}{size}items, each {self.item.expected}"
-
-    def check(self, key, value):
-        if not isinstance(value, list) or not value:
-            raise self.fail(key, value)
-        if self.length is not None and len(value) != self.length:
-            raise self.fail(key, value)
-        return tuple(self.item.check(f"{key}[{i}]", v) for i, v in enumerate(value))
-
-
-@dataclass(frozen=True)
-class Optional(Rule):
-    """``null`` or a value passing ``rule``."""
-
-    rule: Rule
-
-    @property
-    def expected(self) -> str:
-        return f"null or {self.rule.expected}"
-
-    def check(self, key, value):
-        if value is None:
-            return None
-        try:
-            return self.rule.check(key, value)
-        except StageError:
-            raise self.fail(key, value) from None
-
-
 # --- which keys a stage may read --------------------------------------------------------
 
 
 def declared_params(stage: str, root: Path | str = ".") -> list[str]:
-    """The dotted ``params.yaml`` keys (or whole sections) ``dvc.yaml`` declares for ``stage``."""
+    """The dotted ``params.yaml`` keys (or whole sections) ``dvc.yaml`` declares for ``stage``.
+
+    Parameters
+    ----------
+    stage : str
+        The stage's name in ``dvc.yaml``.
+    root : Path or str, default "."
+        The directory holding ``dvc.yaml``.
+
+    Returns
+    -------
+    list of str
+        As ``dvc.yaml`` lists them: ``["train.seed", "train.augment"]``.
+
+    Raises
+    ------
+    StageError
+        If ``dvc.yaml`` has no such stage, or it declares params from another file.
+    """
     dvc = _yaml_load(Path(root) / DVC_FILE) or {}
     stages = dvc.get("stages", {})
     if stage not in stages:
@@ -199,17 +82,9 @@ def declared_params(stage: str, root: Path | str = ".") -> list[str]:
     return declared
 
 
-def _covered(key: str, declared: list[str]) -> bool:
+def _covered(key: str, declared: tuple[str, ...]) -> bool:
+    """Whether ``key`` is one of the ``declared`` keys or lies in a declared section."""
     return any(key == d or key.startswith(d + ".") for d in declared)
-
-
-def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat = {}
-        for name, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}.{name}" if prefix else str(name)))
-        return flat
-    return {prefix: tree}
 
 
 def _lookup(tree: dict, key: str) -> Any:
@@ -221,39 +96,55 @@ def _lookup(tree: dict, key: str) -> Any:
     return node
 
 
-def _declared_values(tree: dict, declared: list[str]) -> dict[str, Any]:
+def _declared_values(tree: dict, declared: tuple[str, ...]) -> dict[str, Any]:
     """The values under the ``declared`` keys or sections of ``tree``, flattened."""
     present = {}
     for section in declared:
-        present.update(_flatten(_lookup(tree, section), section))
+        present.update(flatten(_lookup(tree, section), section))
     return present
 
 
-class StageParams(Mapping):
-    """Read-only params of one stage; reading a key the stage did not declare is an error."""
+# --- what a stage reads, and what params.yaml held when it read it ------------------------
 
-    def __init__(self, stage: str, values: dict[str, Any], *, root: Path | str = ".",
-                 declared: tuple[str, ...] = (), as_read: dict[str, Any] | None = None):
-        self._stage = stage
-        self._values = values
-        self._root = Path(root)
-        self._declared = tuple(declared)
-        self._as_read = as_read  # the declared sections as params.yaml held them, flattened
 
-    def __getitem__(self, key: str) -> Any:
+@dataclass(frozen=True)
+class PinnedParams:
+    """The declared keys of ``params.yaml`` as a stage read them, to see whether they changed.
+
+    Parameters
+    ----------
+    path : Path
+        The ``params.yaml`` read.
+    declared : tuple of str
+        The keys and sections ``dvc.yaml`` declares for the stage.
+    values : dict
+        What ``path`` held under them, flattened to dotted keys, before any rule.
+    """
+
+    path: Path
+    declared: tuple[str, ...]
+    values: dict[str, Any]
+
+    def changed(self) -> bool:
+        """Whether ``path`` holds other values now (or can no longer be read)."""
         try:
-            return self._values[key]
-        except KeyError:
-            raise KeyError(
-                f"stage {self._stage} reads param {key!r}, which is not in its spec and so not "
-                f"declared in {DVC_FILE}: declare it there and add it to the stage's SPEC"
-            ) from None
+            return _declared_values(_yaml_load(self.path) or {}, self.declared) != self.values
+        except StageError:
+            return True
 
-    def __iter__(self):
-        return iter(self._values)
 
-    def __len__(self) -> int:
-        return len(self._values)
+@dataclass(frozen=True)
+class StageParams:
+    """Base of a stage's params: each field a subclass adds is one section it reads.
+
+    Parameters
+    ----------
+    pinned : PinnedParams or None, keyword-only
+        What ``params.yaml`` held when :func:`load_stage_params` read it (``None`` for an
+        object made by hand: nothing to check).
+    """
+
+    pinned: PinnedParams | None = field(default=None, kw_only=True, repr=False, compare=False)
 
     def check_unchanged(self) -> None:
         """Raise StageError if params.yaml no longer holds the values this stage read.
@@ -262,38 +153,93 @@ class StageParams(Mapping):
         records the params it finds *after* the stage ends, so an edit made meanwhile (a
         ``dvc exp run -S`` refused by the repro lock still rewrites params.yaml) would be
         recorded for outputs made with the old values.
+
+        Raises
+        ------
+        StageError
+            ``params.yaml changed while this stage ran; run again``.
         """
-        if self._as_read is None:
-            return
-        try:
-            now = _declared_values(_yaml_load(self._root / PARAMS_FILE) or {}, list(self._declared))
-        except StageError:
-            now = None
-        if now != self._as_read:
+        if self.pinned is not None and self.pinned.changed():
             raise StageError(f"{PARAMS_FILE} changed while this stage ran; run again")
 
-    def section(self, prefix: str) -> dict[str, Any]:
-        """Keys under ``prefix.`` with the prefix stripped: ``section("train.augment")``."""
-        start = prefix + "."
-        return {k[len(start):]: v for k, v in self._values.items() if k.startswith(start)}
+
+StageParamsT = TypeVar("StageParamsT", bound=StageParams)
 
 
-def load_stage_params(stage: str, spec: Mapping[str, Rule], root: Path | str = ".") -> StageParams:
+def sections(params_class: type[StageParams]) -> dict[str, type]:
+    """The sections a stage reads: the fields its class adds to :class:`StageParams`.
+
+    Parameters
+    ----------
+    params_class : type
+        A :class:`StageParams` subclass.
+
+    Returns
+    -------
+    dict
+        ``{"train": TrainParams}``: each section's name in ``params.yaml`` and its dataclass.
+
+    Raises
+    ------
+    TypeError
+        If a field is not a section (a dataclass): a mistake in the code.
+    """
+    base = {f.name for f in fields(StageParams)}
+    kinds = get_type_hints(params_class)
+    found = {f.name: kinds[f.name] for f in fields(params_class) if f.name not in base}
+    for name, kind in found.items():
+        if not is_section(kind):
+            raise TypeError(f"{params_class.__name__}.{name}: a stage reads sections (dataclasses), got {kind!r}")
+    return found
+
+
+def stage_spec(params_class: type[StageParams]) -> dict[str, Rule]:
+    """Every param a stage reads, under its dotted key, with its rule, in field order.
+
+    For the evaluate stage's ``Params``: ``{"evaluate.batch_size": Int(min=1, max=100000),
+    "train.seed": Int(min=0), ...}``, the spec its section dataclasses stand for.
+    """
+    return {key: rule for name, kind in sections(params_class).items()
+            for key, rule in section_spec(kind, name).items()}
+
+
+def load_stage_params(stage: str, params_class: type[StageParamsT], root: Path | str = ".") -> StageParamsT:
     """Validate and return the params ``stage`` reads, as declared in ``dvc.yaml``.
 
-    Raises StageError when: the spec reads a key ``dvc.yaml`` does not declare for the
-    stage; ``dvc.yaml`` declares a key the spec never reads; ``params.yaml`` has a key under
-    a declared section that the spec does not know (a typo); or a value breaks its rule.
+    Parameters
+    ----------
+    stage : str
+        The stage's name in ``dvc.yaml``.
+    params_class : type
+        The stage's :class:`StageParams` subclass; its sections' fields say which keys the
+        stage reads and the rule each value must pass.
+    root : Path or str, default "."
+        The directory holding ``dvc.yaml`` and ``params.yaml``.
+
+    Returns
+    -------
+    params_class
+        Frozen, every section filled from ``params.yaml``, and pinned for
+        :meth:`StageParams.check_unchanged`.
+
+    Raises
+    ------
+    StageError
+        One line, when: the stage reads a key ``dvc.yaml`` does not declare for it;
+        ``dvc.yaml`` declares a key the stage never reads; ``params.yaml`` has a key under a
+        declared section that the stage does not know (a typo), or lacks one it reads; or a
+        value breaks its rule.
     """
     root = Path(root)
-    declared = declared_params(stage, root)
+    spec = stage_spec(params_class)
+    declared = tuple(declared_params(stage, root))
     undeclared = [key for key in spec if not _covered(key, declared)]
     if undeclared:
         raise StageError(
             f"{DVC_FILE}: stage {stage} reads {', '.join(undeclared)} but does not declare "
             "it under params (DVC would not rerun the stage when it changes)"
         )
-    unread = [d for d in declared if not any(k == d or k.startswith(d + ".") for k in spec)]
+    unread = [d for d in declared if not any(_covered(key, (d,)) for key in spec)]
     if unread:
         raise StageError(f"{DVC_FILE}: stage {stage} declares {', '.join(unread)} but never reads it")
 
@@ -303,4 +249,5 @@ def load_stage_params(stage: str, spec: Mapping[str, Rule], root: Path | str = "
     if unknown:
         raise StageError(f"{PARAMS_FILE}: unknown param {unknown[0]} (stage {stage} knows: {', '.join(spec)})")
     values = {key: rule.check(key, _lookup(tree, key)) for key, rule in spec.items()}
-    return StageParams(stage, values, root=root, declared=tuple(declared), as_read=present)
+    read = {name: build_section(kind, values, name) for name, kind in sections(params_class).items()}
+    return params_class(**read, pinned=PinnedParams(root / PARAMS_FILE, declared, present))

