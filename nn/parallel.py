@@ -92,8 +92,10 @@ class ForwardRequest(NamedTuple):
 
 
 class ForwardBackwardRequest(NamedTuple):
-    """Run ``forward``, the loss and ``backward`` on a shard; answered by a ``Reply`` with
-    the loss and the output, the parameter gradients in the worker's gradient block.
+    """Run ``forward``, the loss and ``backward`` on a shard.
+
+    Answered by a ``Reply`` with the loss and the output, the parameter gradients in the
+    worker's gradient block.
 
     Attributes
     ----------
@@ -115,8 +117,10 @@ class ForwardBackwardRequest(NamedTuple):
 
 
 class BackwardRequest(NamedTuple):
-    """Run ``backward`` of the last forward; answered by a ``Reply`` with the input gradient,
-    the parameter gradients in the worker's gradient block.
+    """Run ``backward`` of the last forward.
+
+    Answered by a ``Reply`` with the input gradient, the parameter gradients in the worker's
+    gradient block.
 
     Attributes
     ----------
@@ -386,8 +390,10 @@ class DataParallel(Module):
 
     # -- computation -------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``module.forward`` of the batch ``x``: the shards' outputs, each computed by its
-        process, concatenated in order."""
+        """``module.forward`` of the batch ``x``, each shard computed by its own process.
+
+        Returns the shards' outputs concatenated in order.
+        """
         shards = self._start(len(x))
         if len(shards) == 1:
             return self.module.forward(x)
@@ -396,8 +402,9 @@ class DataParallel(Module):
         return np.concatenate([first, *(reply.result for reply in replies)])
 
     def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
-        """``forward``, ``loss_fn`` and ``backward`` of one training batch in ONE exchange
-        with the workers (``forward`` then ``backward`` take two).
+        """``forward``, ``loss_fn`` and ``backward`` of one training batch, in one exchange.
+
+        ``forward`` then ``backward`` take two exchanges with the workers.
 
         Parameters
         ----------
@@ -446,9 +453,12 @@ class DataParallel(Module):
                 np.concatenate([logits, *(reply.result for reply in replies)]))
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
-        """``module.backward`` of the last ``forward``'s batch, each process on its shard: the
-        input gradient (None when ``input_grad`` is off); the parameter gradients, summed
-        over the shards, are left in ``grads``. Raises ``RuntimeError`` before any forward."""
+        """``module.backward`` of the last ``forward``'s batch, each process on its shard.
+
+        Returns the input gradient (None when ``input_grad`` is off); the parameter
+        gradients, summed over the shards, are left in ``grads``. Raises ``RuntimeError``
+        before any forward.
+        """
         if self._shards is None:
             raise RuntimeError("DataParallel.backward called before forward")
         shards = self._shards
