@@ -173,8 +173,11 @@ class WorkerError(RuntimeError):
 
 # -- the worker --------------------------------------------------------------------------
 def split(n: int, workers: int) -> list[slice]:
-    """``workers`` consecutive slices of ``range(n)``, sized as ``np.array_split``'s: the
-    first ``n % workers`` one longer than the others (some empty when ``n < workers``)."""
+    """``workers`` consecutive slices of ``range(n)``, sized as ``np.array_split``'s.
+
+    The first ``n % workers`` are one longer than the others (some are empty when
+    ``n < workers``).
+    """
     size, longer = divmod(n, workers)
     bounds = [k * size + min(k, longer) for k in range(workers + 1)]
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
