@@ -172,6 +172,17 @@ class WorkerError(RuntimeError):
 
 
 # -- the worker --------------------------------------------------------------------------
+def split(n: int, workers: int) -> list[slice]:
+    """``workers`` consecutive slices of ``range(n)``, sized as ``np.array_split``'s.
+
+    The first ``n % workers`` are one longer than the others (some are empty when
+    ``n < workers``).
+    """
+    size, longer = divmod(n, workers)
+    bounds = [k * size + min(k, longer) for k in range(workers + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def _named_modules(module: Module, prefix: str = "") -> Iterator[tuple[str, Module]]:
     """``(dotted prefix, module)`` for ``module`` and all its descendants, in a fixed order."""
     yield prefix, module
@@ -487,15 +498,10 @@ class DataParallel(Module):
         self.close()
 
     # -- plumbing ----------------------------------------------------------------------
-    def _split(self, n: int) -> list[slice]:
-        """``workers`` consecutive slices of ``range(n)``, sized as ``np.array_split``'s."""
-        bounds = np.cumsum([0] + [len(part) for part in np.array_split(np.empty(n), self.workers)])
-        return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
     def _start(self, n: int) -> list[slice]:
         """The non-empty shards of a batch of ``n`` (remembered for ``backward``); when
         there are several, the current parameters are published to the workers."""
-        shards = [s for s in self._split(n) if s.stop > s.start] or [slice(0, n)]
+        shards = [s for s in split(n, self.workers) if s.stop > s.start] or [slice(0, n)]
         self._shards = shards
         if len(shards) > 1:
             self._publish()

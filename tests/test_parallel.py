@@ -9,7 +9,7 @@ import pytest
 
 import nn
 from nn.memory import retain_freed_memory
-from nn.parallel import BOX_BYTES, DataParallel, WorkerError
+from nn.parallel import BOX_BYTES, DataParallel, WorkerError, split
 from tests.synthetic import mnist_like
 
 
@@ -274,3 +274,10 @@ def test_one_worker_is_the_module_itself_and_bad_counts_fail():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="workers must be an int >= 1"):
             DataParallel(model, workers=bad)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
+def test_split_sizes_shards_as_array_split(workers):
+    for n in range(40):
+        bounds = np.cumsum([0] + [len(part) for part in np.array_split(np.arange(n), workers)])
+        assert [(s.start, s.stop) for s in split(n, workers)] == list(zip(bounds[:-1], bounds[1:]))
