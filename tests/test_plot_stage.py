@@ -55,6 +55,7 @@ def test_evaluate_then_plot_write_every_figure_and_the_card(project):
     assert "| `train.lr` | 0.05 |" in card and "best epoch 2 of 3" in card
 
 
+@pytest.mark.slow  # renders every figure twice (~4 s)
 def test_plot_and_card_bytes_are_the_same_on_a_rerun(project):
     evaluate.main()
     plot.main()
