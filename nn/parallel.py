@@ -19,8 +19,8 @@ One training step of ``DataParallel(model, workers=2).forward_backward(x, labels
 
 ``forward`` and ``backward`` work too, as for any module (one exchange each).
 
-The protocol. Each worker has a pipe and four blocks of shared memory
-(``nn.shared_arrays``): the parameters (one block for all workers, written by this process
+The protocol (the messages and the worker's side are in ``nn/parallel_worker.py``). Each
+worker has a pipe and four blocks of shared memory (``nn.shared_arrays``): the parameters (one block for all workers, written by this process
 only), its parameter gradients (written by the worker only), an inbox and an outbox. This
 process sends a ``ForwardRequest``, ``ForwardBackwardRequest`` or ``BackwardRequest``, whose
 arrays lie in the inbox, and the worker answers each with exactly one ``Reply`` (its result
@@ -39,17 +39,15 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import signal
-import time
-import traceback
 import weakref
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
 
-from nn.memory import retain_freed_memory
 from nn.module import Module
-from nn.shared_arrays import Slot, fetch, layout, post, shared_block, views
+from nn.parallel_worker import (BackwardRequest, Close, Failure, ForwardBackwardRequest, ForwardRequest, Posted,
+                                Reply, Request, random_layers, serve, wait_for)
+from nn.shared_arrays import fetch, layout, post, shared_block, views
 
 # Each worker uses one core: more BLAS threads per process would fight over the same cores.
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -58,120 +56,12 @@ _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 # gradients) and an outbox (its logits, input gradients). Larger arrays take the pipe.
 # A shard of a batch of 1000 MNIST images takes 1.6 MB.
 BOX_BYTES = 4 << 20
-# Waiting for a message is a short spin, then a blocking wait: waking a sleeping process
-# costs ~0.1-0.3 ms on these machines, a few % of a step; steps come faster than this.
-SPIN_SECONDS = 0.002
-
-# An array as a message carries it: a Slot in the sender's box, or, when it did not fit,
-# the array itself (pickled); None where there is no array.
-Posted = Slot | np.ndarray | None
-
-
-# -- messages: requests to a worker, and its answers --------------------------------------
-# Shapes: worker k computes rows ``shards[k]`` of a batch of N, n_k rows.
-class ForwardRequest(NamedTuple):
-    """Run ``forward`` on a shard; answered by a ``Reply`` with the output.
-
-    Attributes
-    ----------
-    training : bool
-        The mode to run in (``module.train(training)``).
-    input_grad : bool
-        ``module.input_grad``: whether the next ``backward`` returns the input gradient.
-    seeds : list of int
-        Seeds for fresh generators of the layers that draw random numbers (Dropout), one
-        each in ``_random_layers`` order; empty in eval mode.
-    x : Posted, (n_k, ...)
-        The worker's shard of the input, in its inbox.
-    """
-
-    training: bool
-    input_grad: bool
-    seeds: list[int]
-    x: Posted
-
-
-class ForwardBackwardRequest(NamedTuple):
-    """Run ``forward``, the loss and ``backward`` on a shard.
-
-    Answered by a ``Reply`` with the loss and the output, the parameter gradients in the
-    worker's gradient block.
-
-    Attributes
-    ----------
-    forward : ForwardRequest
-        The forward half; its ``x`` lies first in the inbox.
-    labels : Posted, (n_k,) ints
-        The shard's labels, after ``x`` in the inbox.
-    batch_size : int
-        N, the whole batch's size: the divisor of a mean loss.
-    loss_fn : callable
-        ``loss_fn(logits, labels, batch_size) -> (loss, dlogits)`` (``SoftmaxCrossEntropy``,
-        a few bytes pickled).
-    """
-
-    forward: ForwardRequest
-    labels: Posted
-    batch_size: int
-    loss_fn: Callable[..., tuple[float, np.ndarray]]
-
-
-class BackwardRequest(NamedTuple):
-    """Run ``backward`` of the last forward.
-
-    Answered by a ``Reply`` with the input gradient, the parameter gradients in the worker's
-    gradient block.
-
-    Attributes
-    ----------
-    dout : Posted, (n_k, ...) like the last output
-        Gradient of the loss with respect to that output, in the inbox.
-    """
-
-    dout: Posted
-
-
-class Close(NamedTuple):
-    """Stop: the worker returns, unanswered."""
-
-
-class Reply(NamedTuple):
-    """A request done.
-
-    Attributes
-    ----------
-    loss : float or None
-        The shard's loss (given the whole batch size) for a ``ForwardBackwardRequest``,
-        else None.
-    result : Posted, (n_k, K) logits or (n_k, ...) like ``x``
-        The output of forward, or the input gradient of backward (None when
-        ``input_grad`` is off), in the worker's outbox.
-    """
-
-    loss: float | None
-    result: Posted
-
-
-class Failure(NamedTuple):
-    """A request that raised in the worker, which goes on serving.
-
-    Attributes
-    ----------
-    traceback : str
-        The formatted traceback; raised here inside a ``WorkerError``.
-    """
-
-    traceback: str
-
-
-Request = ForwardRequest | ForwardBackwardRequest | BackwardRequest | Close
 
 
 class WorkerError(RuntimeError):
     """A worker process failed (its traceback is in the message) or died."""
 
 
-# -- the worker --------------------------------------------------------------------------
 def split(n: int, workers: int) -> list[slice]:
     """``workers`` consecutive slices of ``range(n)``, sized as ``np.array_split``'s.
 
@@ -181,96 +71,6 @@ def split(n: int, workers: int) -> list[slice]:
     size, longer = divmod(n, workers)
     bounds = [k * size + min(k, longer) for k in range(workers + 1)]
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _named_modules(module: Module, prefix: str = "") -> Iterator[tuple[str, Module]]:
-    """``(dotted prefix, module)`` for ``module`` and all its descendants, in a fixed order."""
-    yield prefix, module
-    for name, child in module.children().items():
-        yield from _named_modules(child, prefix + name + ".")
-
-
-def _random_layers(module: Module) -> list[Module]:
-    """Layers that draw random numbers in training (Dropout): each worker needs its own
-    stream for them, seeded from this process's so that one seed fixes the whole run."""
-    return [m for _, m in _named_modules(module) if isinstance(getattr(m, "rng", None), np.random.Generator)]
-
-
-def _bind(module: Module, params: dict[str, np.ndarray]) -> None:
-    """Make ``module``'s parameters *be* the shared ``params`` views (whose values the parent
-    publishes before every forward: a worker never writes them)."""
-    for prefix, owner in _named_modules(module):
-        for key in owner.params:
-            owner.params[key] = params[prefix + key]
-
-
-def _wait(conn) -> None:
-    """Return when ``conn`` has a message (or is closed): spin briefly, then sleep."""
-    deadline = time.perf_counter() + SPIN_SECONDS
-    while not conn.poll(0):
-        if time.perf_counter() > deadline:
-            conn.poll(None)
-            return
-
-
-def _run_forward(module: Module, random_layers: list[Module], request: ForwardRequest, inbox) -> np.ndarray:
-    """Set the mode, flags and dropout generators a ``ForwardRequest`` asks for; run forward."""
-    module.train(request.training)
-    module.input_grad = request.input_grad
-    for layer, seed in zip(random_layers, request.seeds):
-        layer.rng = np.random.default_rng(seed)
-    return module.forward(fetch(request.x, inbox))
-
-
-def _serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_block, inbox, outbox) -> None:
-    """A worker's loop: answer requests on its replica of ``module`` until ``Close``.
-
-    Parameters
-    ----------
-    conn : multiprocessing.connection.Connection
-        This worker's end of its pipe: requests in, replies out.
-    module : Module
-        The replica (unpickled from the parent's model); its parameters are rebound to views
-        of ``params_block``.
-    slots : dict of str to Slot
-        The layout of ``params_block`` and ``grads_block``, by parameter name.
-    params_block, grads_block, inbox, outbox
-        This worker's shared blocks (see the module docstring).
-
-    Notes
-    -----
-    Returns on ``Close`` or when the parent is gone (the pipe closes). An exception in a
-    request is sent back as a ``Failure`` and the loop goes on.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes us
-    retain_freed_memory()
-    _bind(module, views(params_block, slots))
-    grads = views(grads_block, slots)
-    random_layers = _random_layers(module)
-    while True:
-        try:
-            _wait(conn)
-            request = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        if isinstance(request, Close):
-            return
-        try:
-            loss = None
-            if isinstance(request, ForwardRequest):
-                result = _run_forward(module, random_layers, request, inbox)
-            elif isinstance(request, ForwardBackwardRequest):
-                result = _run_forward(module, random_layers, request.forward, inbox)
-                loss, dlogits = request.loss_fn(result, fetch(request.labels, inbox), request.batch_size)
-                module.backward(dlogits)
-            else:  # a BackwardRequest
-                result = module.backward(fetch(request.dout, inbox))
-            if not isinstance(request, ForwardRequest):
-                for name, grad in module.named_gradients():
-                    grads[name][...] = grad
-            conn.send(Reply(loss, *post([result], outbox)))
-        except Exception:  # report it; the parent raises it as a WorkerError
-            conn.send(Failure(traceback.format_exc()))
 
 
 @contextlib.contextmanager
@@ -346,7 +146,7 @@ class DataParallel(Module):
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         self.module, self.workers = module, workers
         self.training = module.training
-        self._random_layers = _random_layers(module)
+        self._random_layers = random_layers(module)
         self._shards: list[slice] | None = None
         self._closed = False
         self._connections, self._processes, self._grads = [], [], []
@@ -362,7 +162,7 @@ class DataParallel(Module):
             for _ in range(workers - 1):
                 grads_block, inbox, outbox = shared_block(nbytes), shared_block(BOX_BYTES), shared_block(BOX_BYTES)
                 here, there = context.Pipe()
-                process = context.Process(target=_serve, daemon=True,
+                process = context.Process(target=serve, daemon=True,
                                           args=(there, module, slots, self._params_block, grads_block, inbox, outbox))
                 process.start()
                 there.close()
@@ -569,7 +369,7 @@ class DataParallel(Module):
         """Worker k's answer to its request; raises ``WorkerError`` (and closes) if it died."""
         conn = self._connections[k]
         try:
-            _wait(conn)
+            wait_for(conn)
             return conn.recv()
         except (EOFError, OSError):
             code = self._processes[k].exitcode
