@@ -27,7 +27,7 @@ import pytest
 
 from tests.mnist_mirror import MIRROR, needs_mirror
 from tests.params_file import set_params
-from tests.scratch_project import copy_project
+from tests.scratch_project import commit_all, copy_project, init_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,13 +146,10 @@ def pristine(tmp_path_factory):
     root = tmp_path_factory.mktemp("pristine")
     copy_project(root)
     set_params(root, TINY)
-    git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
-    sh(root, "git", "init", "-q")
-    sh(root, *git, "add", "-A")
-    sh(root, *git, "commit", "-qm", "start")
+    init_repo(root)
+    commit_all(root, "start")
     sh(root, "dvc", "repro")
-    sh(root, *git, "add", "-A")
-    sh(root, *git, "commit", "-qm", "first run")
+    commit_all(root, "first run")
     assert status(root) == {}
     return root
 

@@ -19,7 +19,7 @@ import pytest
 from stages.plot import FIGURES
 from tests.mnist_mirror import MIRROR, needs_mirror
 from tests.params_file import set_params
-from tests.scratch_project import copy_project
+from tests.scratch_project import commit_all, copy_project, init_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,13 +58,11 @@ def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     copy_project(root)
     set_params(root, SMALL)
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    init_repo(root)
+    commit_all(root, "start")
     output = sh(root, "dvc", "repro")
     assert stages_run(output) == {"fetch", "normalize", "train", "evaluate", "plot"}
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first run")
+    commit_all(root, "first run")
     return root
 
 

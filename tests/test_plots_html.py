@@ -18,7 +18,7 @@ import pytest
 from tests.mnist_mirror import needs_mirror
 from tests.test_pipeline import ROOT, SMALL, sh
 from tests.params_file import set_params
-from tests.scratch_project import copy_project
+from tests.scratch_project import commit_all, copy_project, init_repo
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 try:
@@ -98,11 +98,9 @@ def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("plots_repo")
     copy_project(root)
     set_params(root, SMALL)
-    git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
-    sh(root, "git", "init", "-q")
+    init_repo(root)
     sh(root, "dvc", "repro")
-    sh(root, *git, "add", "-A")
-    sh(root, *git, "commit", "-qm", "baseline")
+    commit_all(root, "baseline")
     set_params(root, {"train.lr": 0.01})
     sh(root, "dvc", "repro")
     return root

@@ -11,6 +11,7 @@ import pytest
 from lenet.curves import curves_figure, parse_history
 from lenet.report import accuracy_sentence, build_report, recall_changes
 from stages.common.errors import StageError
+from tests.scratch_project import GIT
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = ("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr\n"
@@ -96,7 +97,7 @@ def lenet(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+    subprocess.run([*GIT, *args], cwd=cwd, check=True,
                    capture_output=True)
 
 

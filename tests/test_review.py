@@ -18,7 +18,7 @@ import pytest
 
 from tests.params_file import set_params
 from tests.mnist_mirror import needs_mirror
-from tests.scratch_project import copy_project
+from tests.scratch_project import GIT, copy_project
 from tests.test_pipeline import SMALL, sh
 
 pytestmark = [
@@ -28,7 +28,6 @@ pytestmark = [
 
 BASE_LR, BRANCH_LR = 0.02, 0.01
 QUEUED = {"lr001": 0.01, "lr003": 0.03}
-GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
 
 
 @pytest.fixture(scope="module")

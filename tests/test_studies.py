@@ -18,7 +18,7 @@ import pytest
 from lenet import studies
 from lenet.exp_queue import Experiment
 from tests.mnist_mirror import MIRROR, needs_mirror
-from tests.scratch_project import copy_project
+from tests.scratch_project import commit_all, copy_project, init_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,10 +106,8 @@ def scratch_repo(root: Path) -> Path:
     """A committed git + DVC copy of the project (the queue runs only what git tracks)."""
     repo = root / "repo"
     copy_project(repo)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
-    subprocess.run([*git, "commit", "-qm", "start"], cwd=repo, check=True)
+    init_repo(repo)
+    commit_all(repo, "start")
     return repo
 
 
