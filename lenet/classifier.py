@@ -16,8 +16,9 @@ import numpy as np
 
 import nn
 from lenet.preprocess import mnist_pixels, model_input
-from stages.common.errors import StageError
-from stages.common.model_files import MODELS, PREPROCESSING, WEIGHTS, read_model
+from stages.common.errors import LenetError
+from stages.common.model_files import PREPROCESSING, WEIGHTS, read_model
+from stages.common.paths import MODELS
 
 DEFAULT_MODEL = MODELS / WEIGHTS
 MAPS = ("conv1", "conv2")
@@ -81,26 +82,26 @@ class Classifier:
 
         Raises
         ------
-        StageError
+        LenetError
             One line naming the file at fault: missing, unreadable, or weights that do not
             fit the architecture its ``model.json`` describes.
         """
         path = Path(path_npz)
         directory = path if path.is_dir() else path.parent  # --model models/ or models/model.npz
         if not path.is_dir() and path.name != WEIGHTS:
-            raise StageError(f"{path}: expected the model directory or its {WEIGHTS}")
+            raise LenetError(f"{path}: expected the model directory or its {WEIGHTS}")
         if not directory.is_dir():
-            raise StageError(f"{directory}: not found (train a model with `dvc repro`, or pass --model)")
+            raise LenetError(f"{directory}: not found (train a model with `dvc repro`, or pass --model)")
         model, config, stats = read_model(directory)
         if int(config.get("num_classes", 10)) != 10:
-            raise StageError(f"{path}: the model has {config['num_classes']} classes, expected 10 digits")
+            raise LenetError(f"{path}: the model has {config['num_classes']} classes, expected 10 digits")
         preprocessing = directory / PREPROCESSING
         try:
             mean, std = float(stats["mean"]), float(stats["std"])
         except (ValueError, TypeError) as error:
-            raise StageError(f"{preprocessing}: expected numbers mean and std ({error})") from None
+            raise LenetError(f"{preprocessing}: expected numbers mean and std ({error})") from None
         if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-            raise StageError(f"{preprocessing}: need a finite mean and std > 0, got mean={mean}, std={std}")
+            raise LenetError(f"{preprocessing}: need a finite mean and std > 0, got mean={mean}, std={std}")
         return cls(model, mean, std)
 
     def classify(self, pixels: np.ndarray, *, with_maps: bool = False) -> Prediction:

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from stages.common.errors import StageError  # noqa: E402
+from stages.common.errors import LenetError  # noqa: E402
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy")
 LINES = {"train": ":", "val": "-"}  # one line style per split, one colour per revision
@@ -35,12 +35,12 @@ def parse_history(text: str, source: str) -> dict[str, list[float]]:
     rows = list(csv.DictReader(io.StringIO(text)))
     missing = [c for c in COLUMNS if c not in (rows[0] if rows else {})]
     if not rows or missing:
-        raise StageError(f"{source}: expected a header with {', '.join(COLUMNS)} and at least one row"
+        raise LenetError(f"{source}: expected a header with {', '.join(COLUMNS)} and at least one row"
                          + (f" (missing {', '.join(missing)})" if rows and missing else ""))
     try:
         return {c: [float(row[c]) for row in rows] for c in COLUMNS}
     except (TypeError, ValueError) as error:
-        raise StageError(f"{source}: not numeric ({error})") from None
+        raise LenetError(f"{source}: not numeric ({error})") from None
 
 
 def curves_figure(histories: dict[str, dict[str, list[float]]]):

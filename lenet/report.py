@@ -16,11 +16,9 @@ import typer
 
 from lenet import revisions
 from lenet.curves import curves_figure, parse_history
-from stages.common.atomic import write_text
-from stages.common.errors import StageError
-from stages.evaluate import METRICS as EVAL_METRICS
-from stages.plot import save_figure
-from stages.train import HISTORY
+from stages.common.errors import LenetError
+from stages.common.outputs import atomic_write
+from stages.common.paths import EVAL_METRICS, HISTORY
 
 CHART = "curves.png"
 REPORT = "report.md"
@@ -163,7 +161,7 @@ def main(
 ) -> None:
     """Write the review report of --rev (or the workspace) against --base to --out and print it."""
     if not Path("dvc.yaml").exists():
-        raise StageError("dvc.yaml: not found; run `lenet report` from the repository root")
+        raise LenetError("dvc.yaml: not found; run `lenet report` from the repository root")
     revisions.check_revision(base, "--base")
     if rev is not None:
         revisions.check_revision(rev, "--rev")
@@ -183,8 +181,11 @@ def main(
                             list(histories), missing, chart_url)
     out.mkdir(parents=True, exist_ok=True)
     if histories:
-        save_figure(curves_figure(histories), out / CHART)
+        with atomic_write(out / CHART) as handle:
+            curves_figure(histories).savefig(handle, format="png", dpi=90, bbox_inches="tight",
+                                             metadata={"Software": None})
     else:
         (out / CHART).unlink(missing_ok=True)  # never leave an older run's chart beside this report
-    write_text(out / REPORT, markdown)
+    with atomic_write(out / REPORT, "w") as handle:
+        handle.write(markdown)
     print(markdown, end="")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 
 WORKSPACE = None  # a revision of None means the files on disk, as DVC's own diffs read it
 
@@ -23,11 +23,11 @@ def label(rev: str | None) -> str:
 
 
 def check_revision(rev: str, option: str) -> None:
-    """Raise a one-line :class:`StageError` unless ``rev`` names a commit of this repository."""
+    """Raise a one-line :class:`LenetError` unless ``rev`` names a commit of this repository."""
     result = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        raise StageError(f"{option} {rev}: not a commit of this git repository "
+        raise LenetError(f"{option} {rev}: not a commit of this git repository "
                          "(in CI, check out with fetch-depth: 0 so the base branch exists)")
 
 
@@ -51,8 +51,8 @@ def dvc_diff(kind: str, base: str, rev: str | None) -> dict:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         message = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise StageError(f"dvc {kind} diff {base} {label(rev)} failed: {message}")
+        raise LenetError(f"dvc {kind} diff {base} {label(rev)} failed: {message}")
     try:
         return json.loads(result.stdout or "{}")
     except json.JSONDecodeError as error:
-        raise StageError(f"dvc {kind} diff {base} {label(rev)}: output is not JSON ({error})") from None
+        raise LenetError(f"dvc {kind} diff {base} {label(rev)}: output is not JSON ({error})") from None

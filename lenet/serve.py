@@ -25,7 +25,7 @@ import typer
 from lenet.classifier import DEFAULT_MODEL, Classifier
 from lenet.images import ImageError, decode
 from lenet.preprocess import NoDigit
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 
 STATIC = Path(__file__).with_name("static")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -143,7 +143,7 @@ def main(
     try:
         server = DrawServer((host, port), classifier, verbose)
     except OSError as error:
-        raise StageError(f"--host/--port: cannot listen on {host}:{port}: {error.strerror or error}") from None
+        raise LenetError(f"--host/--port: cannot listen on {host}:{port}: {error.strerror or error}") from None
     print(f"drawing page at {server.url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
     with server:
         try:

@@ -19,7 +19,7 @@ from PIL import Image
 
 import nn
 from lenet.preprocess import mnist_pixels
-from stages.common.dataset import normalize_pixels
+from stages.common.model_files import normalize_pixels
 from stages.common.model_files import read_model
 from tests.image_files import png_header
 from tests.small_model import read_mnist, small_model  # noqa: F401 (a fixture)
