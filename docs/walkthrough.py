@@ -185,7 +185,7 @@ differs(f"dW: dJ/dy slid over x with stride {S} (literal)", dw_literal, dw)
 #
 # Each output value y(i,j) sends ∂J/∂y(i,j) · W(m,n) back to the input x(p,q) it multiplied
 # by W(m,n). The report's printed formula, ∂J/∂x(p,q) = Σ W(m,n), leaves out the factor
-# ∂J/∂y(i,j); its code has it (`W * dy`), and so do the layers. Without it, ∂J/∂x would not
+# ∂J/∂y(i,j); its code multiplies by it, and so do the layers. Without it, ∂J/∂x would not
 # depend on the loss at all: it is what you get when every ∂J/∂y is 1.
 
 # %%
@@ -387,8 +387,11 @@ same("conv1.weight vs finite differences",
 # Like the report's main program: read MNIST, shuffle the training images every epoch, and
 # for each batch run forward, loss, backward and one update; then test once. Two epochs on
 # 2,000 images, with this project's recipe (ReLU, max pooling, He initialisation, SGD with
-# momentum), which learns much faster than the report's sigmoid network. (At learning rate
-# 0.1 it learns nothing here: the pipeline starts with a warm-up epoch of smaller steps.)
+# momentum), which learns much faster than the report's network: after these two epochs
+# this recipe scored 83-93% on the test set over four seeds, the report's setup (sigmoid,
+# average pooling, `randn` weights, lr 0.0015 on summed gradients, batch 64) 43-49% over
+# two. (At learning rate 0.1 this recipe learns nothing here: the pipeline starts with a
+# warm-up epoch of smaller steps.)
 # The optimizer (`nn/optim.py`) does the update, not the layers; `nn/training.py` holds the
 # full loop with validation and early stopping.
 #

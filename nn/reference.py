@@ -73,7 +73,7 @@ Slips in the report that a reader checking it against this code will meet:
   ``conv2d_backward`` gives the 0-based form. Its summary ``dJ/dW = y (*) x`` also writes the
   output y where dJ/dy is meant.
 * **Its printed dx formula**, ``dJ/dx[p,q] = sum over A of W[m,n]``, drops the factor
-  ``dJ/dy[i,j]`` of each window; its code has it (``W * dy``), as does ``conv2d_backward``.
+  ``dJ/dy[i,j]`` of each window; its code multiplies by dy, as does ``conv2d_backward``.
 * **Its all-maxima pooling rule on ties**, above.
 """
 
@@ -395,10 +395,11 @@ def maxpool_backward_all_maxima(x, dout, kernel, stride=None, padding=(0, 0)) ->
     No fast twin: ``maxpool_backward`` is the gradient the layers compute.
 
     Each window's ``dout`` goes, whole, to every input equal to the window's maximum (the
-    report's ``isMax = (max == window)``), and windows pad with 0 as the report's ``np.pad``
-    does. Without ties it equals ``maxpool_backward``. With k tied maxima a window sends back
-    k times its ``dout``: the gradients no longer add up to what came in, so this is not the
-    gradient of any loss (``tests/test_layers_reference.py``, ``docs/walkthrough.py``).
+    report's code compares the window with its maximum and routes ``dout`` through that mask),
+    and windows pad with 0 as the report's ``np.pad`` does. Without ties and without padding
+    it equals ``maxpool_backward``. With k tied maxima a window sends back k times its
+    ``dout``: the gradients no longer add up to what came in, so this is not the gradient of
+    any loss (``tests/test_layers_reference.py``, ``docs/walkthrough.py``).
 
     Parameters
     ----------
