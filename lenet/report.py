@@ -9,6 +9,8 @@ and prints the Markdown. Run it from the repository root, after ``dvc repro``.
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,7 +20,7 @@ from lenet import revisions
 from lenet.curves import curves_figure, parse_history
 from stages.common.errors import LenetError
 from stages.common.outputs import atomic_write
-from stages.common.paths import EVAL_METRICS, HISTORY
+from stages.common.paths import CONFUSION, EVAL_METRICS, HISTORY, PER_CLASS
 
 CHART = "curves.png"
 REPORT = "report.md"
@@ -117,7 +119,7 @@ def recall_changes(eval_diff: dict, threshold: float) -> list[tuple[str, float, 
 
 def recall_section(eval_diff: dict, threshold: float, base: str, rev: str) -> str:
     if not any(k.startswith("per_class.") and None not in (e.get("old"), e.get("new")) for k, e in eval_diff.items()):
-        return f"Not compared: `{base}` or `{rev}` has no per-class scores in {EVAL_METRICS}."
+        return f"Not compared: `{base}` or `{rev}` has no {PER_CLASS}."
     moved = recall_changes(eval_diff, threshold)
     if not moved:
         return f"No class's recall changed by more than {threshold:g} points."
@@ -133,10 +135,35 @@ def chart_section(drawn: list[str], missing: list[str], chart_url: str | None) -
     return "\n\n".join(lines)
 
 
+def scores_diff(base: str, rev: str | None) -> dict:
+    """The test set's size and each digit's recall at both revisions, as DVC's diffs give metrics.
+
+    ``{"test_images": {"old": 10000, "new": 10000}, "per_class.3.recall": {"old": ..., "new": ...}}``,
+    from metrics/confusion.csv and metrics/per_class.csv (plots, not metrics: see dvc.yaml).
+    """
+    sides = {}
+    for side, revision in (("old", base), ("new", rev)):
+        found = {}
+        confusion = revisions.read_file(revision, CONFUSION)
+        if confusion is not None:
+            found["test_images"] = sum(int(row["count"]) for row in csv.DictReader(io.StringIO(confusion)))
+        per_class = revisions.read_file(revision, PER_CLASS)
+        if per_class is not None:
+            found |= {f"per_class.{row['digit']}.recall": float(row["recall"])
+                      for row in csv.DictReader(io.StringIO(per_class))}
+        sides[side] = found
+    return {key: {"old": sides["old"].get(key), "new": sides["new"].get(key)}
+            for key in dict.fromkeys([*sides["old"], *sides["new"]])}
+
+
 def build_report(base: str, rev: str, params: dict, metrics: dict, threshold: float,
-                 drawn: list[str], missing_history: list[str], chart_url: str | None) -> str:
-    """The whole Markdown report from the two DVC diffs (``--all --json`` form) and the chart's status."""
-    eval_diff = metrics.get(EVAL_METRICS.as_posix(), {})
+                 drawn: list[str], missing_history: list[str], chart_url: str | None,
+                 scores: dict | None = None) -> str:
+    """The whole Markdown report from the two DVC diffs (``--all --json`` form) and the chart's status.
+
+    ``scores`` (:func:`scores_diff`) adds the test set's size and the per-digit recalls.
+    """
+    eval_diff = metrics.get(EVAL_METRICS.as_posix(), {}) | (scores or {})
     accuracy, images = eval_diff.get("test_accuracy", {}), eval_diff.get("test_images", {})
     sections = [
         f"## `{rev}` against `{base}`",
@@ -178,7 +205,7 @@ def main(
             histories[name] = parse_history(text, f"{name}:{HISTORY}")
 
     markdown = build_report(base_name, rev_name, params, metrics, recall_threshold,
-                            list(histories), missing, chart_url)
+                            list(histories), missing, chart_url, scores_diff(base, rev))
     out.mkdir(parents=True, exist_ok=True)
     if histories:
         with atomic_write(out / CHART) as handle:

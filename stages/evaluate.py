@@ -1,9 +1,9 @@
 """Stage evaluate: score the trained model once on the test set.
 
 Reads models/ and data/prepared/test.parquet; writes metrics/eval.json (test accuracy and
-loss, per-class precision and recall), metrics/confusion.csv (one ``actual,predicted``
-row per test image, the input of DVC's ``confusion`` plot template) and the model card,
-metrics/model_card.md (with the training params and metrics/train.json's figures).
+loss: DVC metrics), metrics/per_class.csv (precision and recall per digit) and
+metrics/confusion.csv (10x10 counts; both drawn by DVC's plots), and the model card,
+metrics/model_card.md (with the training params and the train stage's figures).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from stages.common.model_card import model_card
 from stages.common.model_files import PREPROCESSING, read_model
 from stages.common.outputs import staged_outputs, write_json
 from stages.common.params import dotted, load_params
-from stages.common.paths import (CONFUSION, EVAL_METRICS, MODEL_CARD, MODELS, TEST_SPLIT, TRAIN_METRICS,
-                                 TRAIN_SPLIT, VAL_SPLIT)
+from stages.common.paths import (CONFUSION, EVAL_METRICS, MODEL_CARD, MODELS, PER_CLASS, TEST_SPLIT,
+                                 TRAIN_METRICS, TRAIN_RUN, TRAIN_SPLIT, VAL_SPLIT)
 
-OUTPUTS = (CONFUSION, EVAL_METRICS, MODEL_CARD)  # as dvc.yaml declares them: put in place together
+OUTPUTS = (CONFUSION, PER_CLASS, EVAL_METRICS, MODEL_CARD)  # as dvc.yaml declares them: put in place together
 
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -47,15 +47,35 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, classes: int = 1
     return np.bincount(actual * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 
-def per_class_scores(confusion: np.ndarray) -> dict[str, dict[str, float]]:
-    """Precision and recall of each class from a confusion matrix (0 where undefined)."""
-    true_positives = np.diag(confusion).astype(np.float64)
-    predicted = confusion.sum(axis=0)
-    actual = confusion.sum(axis=1)
-    precision = np.divide(true_positives, predicted, out=np.zeros_like(true_positives), where=predicted > 0)
-    recall = np.divide(true_positives, actual, out=np.zeros_like(true_positives), where=actual > 0)
-    return {str(c): {"precision": float(precision[c]), "recall": float(recall[c])}
-            for c in range(len(confusion))}
+def per_class_csv(confusion: np.ndarray) -> str:
+    """Precision and recall of each digit (0 where undefined), for DVC's bar plots."""
+    hits = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
+    return "digit,precision,recall\n" + "".join(
+        f"{digit},{precision[digit]:.6g},{recall[digit]:.6g}\n" for digit in range(len(confusion)))
+
+
+def confusion_csv(confusion: np.ndarray) -> str:
+    """The confusion matrix as ``actual,predicted,count`` rows (tidy data, as DVC plots read it)."""
+    return "actual,predicted,count\n" + "".join(
+        f"{actual},{predicted},{count}\n" for (actual, predicted), count in np.ndenumerate(confusion))
+
+
+def read_training() -> dict:
+    """The train stage's metrics/train.json and train_run.json, for the model card."""
+    training = {}
+    for path, keys in ((TRAIN_METRICS, {"best_epoch", "epochs_run", "val_loss", "val_accuracy"}),
+                       (TRAIN_RUN, {"stop_reason", "parameters"})):
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise LenetError(f"{path}: not valid JSON ({error}); rerun the train stage") from None
+        if not isinstance(values, dict) or not keys <= values.keys():
+            raise LenetError(f"{path}: expected the train stage's {', '.join(sorted(keys))}; rerun the train stage")
+        training |= values
+    return training
 
 
 @app.command()
@@ -72,16 +92,14 @@ def main() -> None:
         loss, accuracy, predictions = evaluate(model, test.images, test.labels,
                                                batch_size=params.evaluate.batch_size)
         confusion = confusion_matrix(test.labels, predictions)
-        staged.path(CONFUSION).write_text(
-            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(test.labels, predictions)))
-        write_json(staged.path(EVAL_METRICS), {"test_accuracy": accuracy, "test_loss": loss,
-                                          "test_images": int(len(test.labels)),
-                                          "per_class": per_class_scores(confusion)})
+        staged.path(CONFUSION).write_text(confusion_csv(confusion))
+        staged.path(PER_CLASS).write_text(per_class_csv(confusion))
+        write_json(staged.path(EVAL_METRICS), {"test_accuracy": accuracy, "test_loss": loss})
         staged.path(MODEL_CARD).write_text(model_card(
             architecture=architecture, params=dotted(params.train, "train"), preprocessing=expected,
             sizes={"train": pq.read_metadata(TRAIN_SPLIT).num_rows, "val": pq.read_metadata(VAL_SPLIT).num_rows,
                    "test": len(test.labels)},
-            training=json.loads(TRAIN_METRICS.read_text()), test_loss=loss, confusion=confusion))
+            training=read_training(), test_loss=loss, confusion=confusion))
     print(f"test accuracy {accuracy:.4f} ({int((predictions != test.labels).sum())} errors "
           f"in {len(test.labels)} images), test loss {loss:.4f}")
 

@@ -2,7 +2,8 @@
 
 Reads data/prepared/{train,val}.parquet and the ``train`` params; writes
 models/model.npz + models/model.json (weights and architecture), models/preprocessing.json
-(the mean and std inputs must be normalized with), metrics/train.json and metrics/history.csv.
+(the mean and std inputs must be normalized with), metrics/train.json (the chosen epoch's
+scores), metrics/train_run.json (how the run went) and metrics/history.csv.
 A checkpoint after every epoch (checkpoints/train.npz, outside DVC's outputs) lets an
 interrupted run resume exactly where it stopped.
 """
@@ -25,11 +26,11 @@ from stages.common.errors import LenetError
 from stages.common.model_files import blank_value, write_model
 from stages.common.outputs import staged_outputs, write_json
 from stages.common.params import TrainParams, dotted, load_params
-from stages.common.paths import CHECKPOINT, HISTORY, MODELS, TRAIN_METRICS, TRAIN_SPLIT, VAL_SPLIT
+from stages.common.paths import CHECKPOINT, HISTORY, MODELS, TRAIN_METRICS, TRAIN_RUN, TRAIN_SPLIT, VAL_SPLIT
 from stages.common.progress import EpochProgress
 
 NN_SOURCES = sorted(Path(nn.__file__).parent.rglob("*.py"))  # code that shapes the run
-OUTPUTS = (MODELS, HISTORY, TRAIN_METRICS)  # as dvc.yaml declares them: put in place together
+OUTPUTS = (MODELS, HISTORY, TRAIN_METRICS, TRAIN_RUN)  # as dvc.yaml declares them: put in place together
 NUM_CLASSES = 10
 # A network whose best validation accuracy is within 1.5x of guessing (0.15 for 10 classes)
 # has learned nothing: too large a learning rate saturates sigmoid/tanh units without ever
@@ -85,18 +86,20 @@ def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float, on_
 
 
 def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
-    """Model, metrics and history, into the staging area (swapped in together later)."""
+    """Model, history and metrics into the staging area (put in place together later).
+
+    ``train.json`` holds the numbers ``dvc exp show`` compares (the chosen epoch's scores, and
+    the epochs run); text and constants (why it stopped, the parameter count) go to
+    ``train_run.json`` beside it, for the model card.
+    """
     best = state.history[trainer.early_stopping.best_epoch - 1]
     write_model(staged.path(MODELS), trainer.model, config, preprocessing)
     staged.path(HISTORY).write_text(history_csv(state.history))
-    write_json(staged.path(TRAIN_METRICS), {
-        "best_epoch": best["epoch"],
-        "epochs_run": state.epochs_done,
+    write_json(staged.path(TRAIN_METRICS), {key: best[key] for key in (
+        "train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+        | {"best_epoch": best["epoch"], "epochs_run": state.epochs_done})
+    write_json(staged.path(TRAIN_RUN), {
         "stop_reason": state.stop_reason,
-        "train_loss": best["train_loss"],
-        "train_accuracy": best["train_accuracy"],
-        "val_loss": best["val_loss"],
-        "val_accuracy": best["val_accuracy"],
         "parameters": int(sum(p.size for p in trainer.model.parameters())),
     })
 

@@ -42,8 +42,8 @@ TINY = {  # the whole pipeline in about 20 s: 800 training, 200 validation, 1,00
 OUTS = {
     "fetch": ["data/raw"],
     "normalize": ["data/prepared"],
-    "train": ["models", "metrics/history.csv", "metrics/train.json"],
-    "evaluate": ["metrics/confusion.csv", "metrics/eval.json"],
+    "train": ["models", "metrics/history.csv", "metrics/train.json", "metrics/train_run.json"],
+    "evaluate": ["metrics/confusion.csv", "metrics/per_class.csv", "metrics/eval.json", "metrics/model_card.md"],
     "plot": ["plots"],
 }
 ALL_OUTS = [out for outs in OUTS.values() for out in outs]

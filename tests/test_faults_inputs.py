@@ -313,7 +313,8 @@ def test_evaluate_refuses_a_test_split_from_another_run_than_the_models(tmp_path
         _small_split(tmp_path / f"data/prepared/{split}.parquet", RUN_B)
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/train.json").write_text(json.dumps({
-        "best_epoch": 1, "epochs_run": 1, "stop_reason": "completed 1 epochs", "parameters": 1,
-        "train_loss": 2.3, "train_accuracy": 0.1, "val_loss": 2.3, "val_accuracy": 0.1}))
+        "best_epoch": 1, "epochs_run": 1, "train_loss": 2.3, "train_accuracy": 0.1, "val_loss": 2.3, "val_accuracy": 0.1}))
+    (tmp_path / "metrics/train_run.json").write_text(json.dumps({
+        "stop_reason": "completed 1 epochs", "parameters": 1}))
     done = _stage(tmp_path, "stages.evaluate")
     assert done.returncode == 0, done.stderr

@@ -74,21 +74,30 @@ def test_every_output_is_there_and_sane(repo):
     assert (repo / "models/model.npz").exists() and (repo / "models/model.json").exists()
 
     train = json.loads((repo / "metrics/train.json").read_text())
+    assert sorted(train) == ["best_epoch", "epochs_run", "train_accuracy", "train_loss", "val_accuracy", "val_loss"]
     assert train["epochs_run"] == 2 and 1 <= train["best_epoch"] <= 2
     assert train["val_accuracy"] > 0.5  # 2 epochs on 1,500 images: far above chance (0.1)
+    run = json.loads((repo / "metrics/train_run.json").read_text())
+    assert run["stop_reason"] == "completed 2 epochs" and run["parameters"] > 0
 
     evaluation = json.loads((repo / "metrics/eval.json").read_text())
-    assert evaluation["test_images"] == 2000
+    assert sorted(evaluation) == ["test_accuracy", "test_loss"]  # scores only: what exp show compares
     assert 0.5 < evaluation["test_accuracy"] <= 1 and np.isfinite(evaluation["test_loss"])
-    assert sorted(evaluation["per_class"]) == [str(c) for c in range(10)]
 
     history = (repo / "metrics/history.csv").read_text().splitlines()
     assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr"
     assert len(history) == 3
-    confusion = (repo / "metrics/confusion.csv").read_text().splitlines()
-    assert confusion[0] == "actual,predicted" and len(confusion) == 2001
-    correct = sum(a == p for a, p in (line.split(",") for line in confusion[1:]))
-    assert correct / 2000 == pytest.approx(evaluation["test_accuracy"])
+    confusion = [line.split(",") for line in (repo / "metrics/confusion.csv").read_text().splitlines()]
+    assert confusion[0] == ["actual", "predicted", "count"] and len(confusion) == 101
+    counts = {(int(a), int(p)): int(n) for a, p, n in confusion[1:]}
+    assert sorted(counts) == [(a, p) for a in range(10) for p in range(10)]
+    assert sum(counts.values()) == 2000
+    assert sum(counts[d, d] for d in range(10)) / 2000 == pytest.approx(evaluation["test_accuracy"])
+    per_class = [line.split(",") for line in (repo / "metrics/per_class.csv").read_text().splitlines()]
+    assert per_class[0] == ["digit", "precision", "recall"] and [row[0] for row in per_class[1:]] == list("0123456789")
+    for digit, precision, recall in per_class[1:]:
+        d = int(digit)
+        assert float(recall) == pytest.approx(counts[d, d] / sum(counts[d, p] for p in range(10)), abs=1e-5)
 
     pngs = sorted(p.name for p in (repo / "plots").glob("*.png"))
     assert pngs == sorted(FIGURES)

@@ -167,7 +167,7 @@ def test_experiments_run_on_two_machines_meet_on_a_third(project, s3):
         assert data["params"]["params.yaml"]["data"]["train"]["epochs"] == 1
         evaluation = data["metrics"]["metrics/eval.json"]["data"]
         assert 0 < evaluation["test_accuracy"] <= 1
-        assert data["metrics"]["metrics/train.json"]["data"]["epochs_run"] == 1
+        assert data["metrics"]["metrics/train.json"]["data"]["best_epoch"] == 1
 
 
 @pytest.mark.parametrize("fault", ["unreachable", "wrong credentials"])

@@ -62,8 +62,8 @@ def test_report_without_base_metrics_says_so_and_still_lists_the_new_values():
     assert "`main` has no metrics/eval.json to compare with." in report
     assert "| `train.lr` | 0.05 | 0.02 |" in report and "train.seed" not in report  # changed params only
     assert "| metrics/eval.json | test_accuracy | — | 0.99 |  |" in report
-    assert "per_class" not in report  # per-class scores have their own section
-    assert "Not compared: `main` or `workspace` has no per-class scores" in report
+    assert "per_class.0" not in report  # per-class scores have their own section
+    assert "Not compared: `main` or `workspace` has no metrics/per_class.csv." in report
     assert "`main` has no metrics/history.csv: no curves for it." in report
 
 

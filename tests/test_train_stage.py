@@ -72,8 +72,9 @@ def test_outputs_of_a_run(project):
     log = train(project)
     assert "epoch 3/3" in log and not (project / "checkpoints/train.npz").exists()
     metrics = json.loads((project / "metrics/train.json").read_text())
+    run = json.loads((project / "metrics/train_run.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["val_accuracy"] > 0.5
-    assert metrics["stop_reason"] == "completed 3 epochs"
+    assert run["stop_reason"] == "completed 3 epochs"
     config = json.loads((project / "models/model.json").read_text())
     assert config["channels"] == [4, 8]
     assert json.loads((project / "models/preprocessing.json").read_text()) == {

@@ -17,7 +17,6 @@ import typer.main
 from ruamel.yaml import YAML
 
 from lenet.cli import app
-from lenet.report import REPORT
 
 try:
     import tomllib
@@ -27,7 +26,8 @@ except ImportError:  # Python 3.10: pytest brings tomli there
 ROOT = Path(__file__).resolve().parents[1]
 EXTERNAL_MODULES = {"pip"}  # `python -m` modules that come with Python, not from this repository
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.y*ml"))
-EXTERNAL = {"pip", "dvc", "gh", "cat", "git", "echo"}  # tools the runner has or the install step brings
+# Tools the runner has, the install step brings, or iterative/setup-cml installs (cml, vl2svg).
+EXTERNAL = {"pip", "dvc", "gh", "cat", "git", "echo", "rm", "test", "cml", "vl2svg"}
 SEPARATORS = {"||", "&&", ";", "|"}
 
 
@@ -68,7 +68,8 @@ def test_every_command_a_workflow_runs_exists(path):
     assert ran, "no run: steps"
     for command in ran:
         command = [word for word in command if word not in ("{", "}")]  # a shell group { ...; }
-        if not command:
+        command = command[1:] if command[:1] == ["do"] else command  # a loop's body
+        if not command or command[0] in ("for", "done") or "=" in command[0]:  # loop heads, assignments
             continue
         name = command[0]
         if name == "lenet":
@@ -78,8 +79,9 @@ def test_every_command_a_workflow_runs_exists(path):
         elif name in {"python", "python3"} and command[1] == "-m":
             module = command[2].replace(".", "/")
             assert (ROOT / f"{module}.py").exists() or (ROOT / module / "__main__.py").exists(), command
-        elif name.startswith(("./", "bash")):
-            assert (ROOT / command[-1 if name == "bash" else 0]).exists(), command
+        elif name.startswith(("./", "bash")) or (name in {"python", "python3"} and command[1].endswith(".py")):
+            script = command[1] if name.startswith("python") else command[-1 if name == "bash" else 0]
+            assert (ROOT / script).exists(), command
         else:
             assert name in EXTERNAL, f"{path.name}: unknown command {command} (add it to EXTERNAL if it is right)"
         if command[:3] == ["pip", "install", "-e"]:
@@ -89,22 +91,48 @@ def test_every_command_a_workflow_runs_exists(path):
             assert (ROOT / "dvc.yaml").exists()
 
 
-def test_review_workflow_compares_with_the_base_and_posts_what_it_wrote():
+def run_commands(job: dict) -> list[list[str]]:
+    return [c for step in job["steps"] if "run" in step for c in commands(step["run"])]
+
+
+def test_review_compares_what_was_committed_and_trains_nothing():
     workflow = load(ROOT / ".github/workflows/review.yaml")
     assert "pull_request" in workflow["on"]
     assert workflow["permissions"]["pull-requests"] == "write"
-    all_steps = steps(workflow)
-    checkout = next(s for s in all_steps if s.get("uses", "").startswith("actions/checkout@"))
+    assert workflow["env"]["BASE"] == "origin/${{ github.base_ref }}"
+    review = workflow["jobs"]["review"]
+    checkout = next(s for s in review["steps"] if s.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0  # the base branch must be there to diff against
-    report = next(c for s in all_steps if "run" in s for c in commands(s["run"]) if c[:2] == ["lenet", "report"])
-    out = report[report.index("--out") + 1]
-    assert report[report.index("--base") + 1].startswith("origin/")
-    upload = next(s for s in all_steps if s.get("uses", "").startswith("actions/upload-artifact@"))
-    assert upload["with"]["path"].rstrip("/") == out
-    posts = [c for s in all_steps if "run" in s for c in commands(s["run"]) if c[:3] == ["gh", "pr", "comment"]]
-    assert posts and all(c[c.index("--body-file") + 1] == f"{out}/{REPORT}" for c in posts)
-    pipeline = next(i for i, s in enumerate(all_steps) if s.get("run") == "dvc repro")
-    assert pipeline < all_steps.index(next(s for s in all_steps if "lenet report" in s.get("run", "")))
+    ran = run_commands(review)
+    assert not any(c[:2] in (["dvc", "repro"], ["dvc", "exp"]) for c in ran)  # no training
+    report = next(c for c in ran if c[:2] == ["lenet", "report"])
+    assert report[report.index("--base") + 1] == "$BASE" and report[report.index("--out") + 1] == "report"
+    diffs = [c for c in ran if c[:3] == ["dvc", "plots", "diff"]]
+    assert diffs and all(c[3] == "$BASE" and "--show-vega" in c for c in diffs)
+    upload = next(s for s in review["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["with"]["path"].rstrip("/") == "report"
+    post = next(s for s in review["steps"] if "cml comment" in s.get("run", ""))
+    assert post["working-directory"] == "report" and "--publish" in post["run"]  # images in the comment
+    assert any(s.get("uses", "").startswith("iterative/setup-cml@") for s in review["steps"])
+
+
+def test_the_review_charts_are_plots_dvc_yaml_declares():
+    names = {name for entry in YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["plots"]
+             if isinstance(entry, dict) for name in entry}
+    script = next(s["run"] for s in load(ROOT / ".github/workflows/review.yaml")["jobs"]["review"]["steps"]
+                  if "dvc plots diff" in s.get("run", ""))
+    targets = shlex.split(script.split("for target in", 1)[1].split(";", 1)[0])
+    assert targets and set(targets) <= names
+
+
+def test_reproduction_is_a_job_of_its_own_that_compares_within_the_tolerance():
+    job = load(ROOT / ".github/workflows/review.yaml")["jobs"]["reproduce"]
+    ran = run_commands(job)
+    repro = next(i for i, c in enumerate(ran) if c[:2] == ["dvc", "repro"])
+    compare = next(i for i, c in enumerate(ran) if c[:2] == ["python", ".ci/compare_accuracy.py"])
+    assert repro < compare and (ROOT / ".ci/compare_accuracy.py").exists()
+    post = next(s for s in job["steps"] if "cml comment" in s.get("run", ""))
+    assert post["if"].startswith("always()")  # a failed rerun is said too
 
 
 def validator() -> str | None:
