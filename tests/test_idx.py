@@ -9,7 +9,7 @@ import pytest
 
 from stages.common.dataset import pixel_mean_std
 from stages.common.errors import LenetError
-from stages.common.idx import parse_images, parse_labels, read_labelled_images
+from stages.mnist.idx import parse_images, parse_labels, read_labelled_images
 
 
 def idx_bytes(magic: int, dims, payload: bytes) -> bytes:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tests import pickle_payloads
-from stages.common import safe_pickle
-from stages.common.safe_pickle import ALLOWED_GLOBALS, ForbiddenGlobal, UnsafePickle, safe_load
+from stages.mnist import safe_pickle
+from stages.mnist.safe_pickle import ALLOWED_GLOBALS, ForbiddenGlobal, UnsafePickle, safe_load
 
 
 def _load(data: bytes):
