@@ -5,26 +5,62 @@ that changed, every metric with its change, the test accuracy in words, the clas
 recall moved by more than ``--recall-threshold`` points, and the loss and accuracy curves of
 both revisions on one chart (``curves.png``). Writes ``report.md`` and the chart to ``--out``
 and prints the Markdown. Run it from the repository root, after ``dvc repro``.
+
+A revision without metrics is reported as such; one whose metrics or params cannot be read
+(corrupt JSON or YAML, a test accuracy that is not a number) is an error naming the
+revision and the file: a broken baseline never reads as "no baseline".
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import yaml
 
 from lenet import revisions
 from lenet.curves import curves_figure, parse_history
-from stages.common.atomic import write_text
-from stages.common.errors import StageError
+from stages.common.atomic import atomic_write, write_text
+from stages.common.errors import StageError, first_line
+from stages.common.param_rules import PARAMS_FILE
 from stages.evaluate import METRICS as EVAL_METRICS
-from stages.plot import save_figure
 from stages.train import HISTORY
+from stages.train import METRICS as TRAIN_METRICS
 
 CHART = "curves.png"
 REPORT = "report.md"
 MISSING = "—"
+
+
+def check_readable(revision: str | None, name: str) -> None:
+    """Raise unless every params and metrics file the report compares that ``revision`` holds can be read.
+
+    A file it does not hold is fine: the report says so. ``name`` is how the error names the revision.
+
+    Raises
+    ------
+    StageError
+        ``could not read <name>:<file>: <reason>`` for a file that is there but does not
+        parse, or a ``test_accuracy`` that is not a number.
+    """
+    for path, parse in ((Path(PARAMS_FILE), yaml.safe_load), (EVAL_METRICS, json.loads), (TRAIN_METRICS, json.loads)):
+        text = revisions.read_file(revision, path)
+        if text is None:
+            continue
+        try:
+            values = parse(text)
+        except (ValueError, yaml.YAMLError) as error:
+            mark = getattr(error, "problem_mark", None)  # YAML's first line says what it parsed, not what failed
+            reason = f"{error.problem} (line {mark.line + 1})" if mark else first_line(error)
+            raise StageError(f"could not read {name}:{path.as_posix()}: {reason}") from None
+        accuracy = values.get("test_accuracy") if isinstance(values, dict) else None
+        if path == EVAL_METRICS and (isinstance(accuracy, bool) or not isinstance(accuracy, (int, float))
+                                     or not math.isfinite(accuracy)):
+            raise StageError(f"could not read {name}:{path.as_posix()}: test_accuracy is {accuracy!r}, "
+                             "expected a number")
 
 
 def percent(value: float) -> str:
@@ -164,15 +200,16 @@ def main(
     """Write the review report of --rev (or the workspace) against --base to --out and print it."""
     if not Path("dvc.yaml").exists():
         raise StageError("dvc.yaml: not found; run `lenet report` from the repository root")
-    revisions.check_revision(base, "--base")
-    if rev is not None:
-        revisions.check_revision(rev, "--rev")
     base_name, rev_name = revisions.label(base), revisions.label(rev)
-    params = revisions.dvc_diff("params", base, rev)
-    metrics = revisions.dvc_diff("metrics", base, rev)
+    base_commit = revisions.resolve(base, "--base")
+    rev_commit = revisions.WORKSPACE if rev is None else revisions.resolve(rev, "--rev")
+    for name, revision in ((base_name, base_commit), (rev_name, rev_commit)):
+        check_readable(revision, name)
+    params = revisions.dvc_diff("params", base_commit, rev_commit)
+    metrics = revisions.dvc_diff("metrics", base_commit, rev_commit)
 
     histories, missing = {}, []
-    for name, revision in ((base_name, base), (rev_name, rev)):
+    for name, revision in ((base_name, base_commit), (rev_name, rev_commit)):
         text = revisions.read_file(revision, HISTORY)
         if text is None:
             missing.append(name)
@@ -183,7 +220,9 @@ def main(
                             list(histories), missing, chart_url)
     out.mkdir(parents=True, exist_ok=True)
     if histories:
-        save_figure(curves_figure(histories), out / CHART)
+        with atomic_write(out / CHART) as handle:
+            curves_figure(histories).savefig(handle, format="png", dpi=90, bbox_inches="tight",
+                                             metadata={"Software": None})
     else:
         (out / CHART).unlink(missing_ok=True)  # never leave an older run's chart beside this report
     write_text(out / REPORT, markdown)

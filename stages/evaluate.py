@@ -21,7 +21,7 @@ from stages.common.atomic import write_json, write_text
 from stages.common.model_card import model_card
 from stages.common.cli import run
 from stages.common.dataset import RUN_KEY, check_run, read_split
-from stages.common.errors import StageError
+from stages.common.errors import StageError, first_line
 from stages.common.model_files import MODELS, PREPROCESSING, read_model
 from stages.common.outputs import staged_outputs
 from stages.common.param_rules import Int
@@ -37,6 +37,7 @@ CARD = Path("metrics/model_card.md")
 METRICS = Path("metrics/eval.json")
 CONFUSION = Path("metrics/confusion.csv")
 OUTPUTS = (CONFUSION, METRICS, CARD)  # as dvc.yaml declares them: swapped in together
+CARD_FIGURES = ("parameters", "best_epoch", "epochs_run", "val_loss", "val_accuracy", "stop_reason")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,18 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, dict[str, float]]:
             for c in range(len(confusion))}
 
 
+def training_figures() -> dict:
+    """metrics/train.json, whose figures (``CARD_FIGURES``) the model card quotes; StageError if unreadable."""
+    try:
+        training = json.loads(TRAIN_METRICS.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise StageError(f"{TRAIN_METRICS}: not valid JSON ({first_line(error)}); rerun the train stage") from None
+    missing = [key for key in CARD_FIGURES if not isinstance(training, dict) or key not in training]
+    if missing:
+        raise StageError(f"{TRAIN_METRICS}: has no {', '.join(missing)}; rerun the train stage")
+    return training
+
+
 @app.command()
 def main() -> None:
     """Evaluate models/model.npz on the test split."""
@@ -94,6 +107,7 @@ def main() -> None:
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
         raise StageError(f"{TEST}: normalized with mean/std {test.metadata['mean']}/{test.metadata['std']}, "
                          f"but {MODELS} was trained with {expected['mean']}/{expected['std']}")
+    training = training_figures()
     with staged_outputs("evaluate", OUTPUTS, params) as staged:
         loss, accuracy, predictions = evaluate(model, test.images, test.labels,
                                                batch_size=params.evaluate.batch_size)
@@ -107,7 +121,7 @@ def main() -> None:
             architecture=architecture, params=dotted(params.train, "train"), preprocessing=expected,
             sizes={"train": pq.read_metadata(TRAIN).num_rows, "val": pq.read_metadata(VAL).num_rows,
                    "test": len(test.labels)},
-            training=json.loads(TRAIN_METRICS.read_text()), test_loss=loss, confusion=confusion))
+            training=training, test_loss=loss, confusion=confusion))
     print(f"test accuracy {accuracy:.4f} ({int((predictions != test.labels).sum())} errors "
           f"in {len(test.labels)} images), test loss {loss:.4f}")
 

@@ -172,7 +172,7 @@ def test_an_empty_directory_is_reported(small_model, tmp_path):
 @pytest.mark.parametrize("damage, problem", [
     ("other_architecture", "shape"),
     ("no_preprocessing", "preprocessing.json: missing"),
-    ("bad_preprocessing", "preprocessing.json: has no mean and std"),
+    ("bad_preprocessing", "preprocessing.json: mean: input should be a valid number, got 'a lot'"),
     ("no_model", "model.npz: missing"),
 ])
 def test_a_model_that_does_not_fit_is_one_line(small_model, tmp_path, damage, problem):

@@ -58,13 +58,31 @@ def test_crop_fit_and_centre_shapes():
     assert (rows.min(), rows.max()) == (4, 23) and (cols.min(), cols.max()) == (14, 15)
 
 
-def test_resample_matrix_keeps_mass_and_identity():
-    np.testing.assert_allclose(pp.resample_matrix(7, 7), np.eye(7), atol=1e-7)
-    for size_in, size_out in [(100, 20), (5, 20), (20, 19)]:
-        weights = pp.resample_matrix(size_in, size_out)
-        assert weights.shape == (size_out, size_in)
-        np.testing.assert_allclose(weights.sum(axis=1), 1, rtol=1e-6)
-        assert (weights.sum(axis=0) > 0).all()  # shrinking: every input pixel counts (no aliasing)
+def triangle_weights(size_in: int, size_out: int) -> np.ndarray:
+    """The reference resampling of one axis, (size_out, size_in): a triangle filter whose support
+    widens with the shrink factor (every input pixel counts), weights summing to 1."""
+    scale = size_in / size_out
+    centres = (np.arange(size_out) + 0.5) * scale - 0.5
+    weights = np.maximum(0.0, 1.0 - np.abs(np.arange(size_in)[None, :] - centres[:, None]) / max(1.0, scale))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("shape", [(40, 4), (5, 7), (20, 19), (30, 30), (300, 170), (1, 900), (1280, 3)])
+def test_fit_box_is_the_antialiased_triangle_filter(shape):
+    crop = np.random.default_rng(0).random(shape, dtype=np.float32)
+    fitted = pp.fit_box(crop)
+    h, w = fitted.shape
+    assert max(h, w) == 20 and fitted.dtype == np.float32
+    np.testing.assert_allclose(fitted, triangle_weights(shape[0], h) @ crop @ triangle_weights(shape[1], w).T,
+                               atol=2e-6)
+
+
+def test_a_crop_far_larger_than_the_box_is_averaged_down_first_and_stays_close():
+    """Past REDUCING_GAP times the box, Pillow first box-averages by a whole factor (bounded memory)."""
+    crop = np.random.default_rng(1).random((2, 5000), dtype=np.float32)
+    fitted = pp.fit_box(crop)
+    assert fitted.shape == (1, 20)
+    np.testing.assert_allclose(fitted, triangle_weights(2, 1) @ crop @ triangle_weights(5000, 20).T, atol=1e-3)
 
 
 def test_a_lopsided_digit_is_never_clipped():
