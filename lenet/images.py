@@ -75,7 +75,7 @@ def decode(data: bytes | BinaryIO, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                          "a strip rather than a picture of one digit")
     try:
         image.load()  # decodes; a truncated file fails here
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # a copy only when there is something to turn
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(f"cannot decode the {image.format} image ({error}); truncated or corrupt?") from None
     # Palette, 16-bit, CMYK, ...: bring every mode to one of the four grey/colour layouts.

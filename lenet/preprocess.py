@@ -108,8 +108,10 @@ def ink(gray: np.ndarray) -> np.ndarray:
     gray = np.ascontiguousarray(gray, dtype=np.float32)
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"gray must be a non-empty (H, W) array, got {gray.shape}")
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
+    # The outermost pixels, each once (a one-pixel strip is all border), median taken in place.
+    border = (np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]]) if min(gray.shape) > 1
+              else gray.ravel().copy())
+    background = float(np.median(border, overwrite_input=True))
     strongest = 0.0
     for chunk in _chunks(gray.reshape(-1)):
         if background > 0.5:
