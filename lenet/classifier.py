@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import nn
-from lenet.preprocess import marks_side_by_side, mnist_pixels, model_input
+from lenet.preprocess import BOX, marks_side_by_side, mnist_pixels, model_input
 from stages.common.errors import StageError
 from stages.common.model_files import MODELS, RETRAIN, WEIGHTS, read_model
 
@@ -41,8 +41,8 @@ class Prediction:
         ``{"conv1": (c1, 28, 28), "conv2": (c2, 10, 10)}`` float32 conv outputs (before the
         activation), or empty when not asked for.
     unsure : str or None
-        Why the answer should not be trusted (a low top probability, several digit-sized
-        marks side by side), or None.
+        Why the answer should not be trusted (a tiny image, a low top probability, several
+        digit-sized marks side by side), or None.
     """
 
     digit: int
@@ -127,12 +127,15 @@ class Classifier:
         """
         digit = mnist_pixels(pixels)
         x = model_input(digit, self.mean, self.std)
-        with self._lock:
+        # Overflow in a broken model is checked below, as one line, not warned about on the way.
+        with self._lock, np.errstate(over="ignore", invalid="ignore"):
             logits, maps = nn.feature_maps(self.model, x, MAPS if with_maps else ())
-        probabilities = nn.softmax(logits.astype(np.float64))[0]
+            probabilities = nn.softmax(logits.astype(np.float64))[0]
         if not np.isfinite(probabilities).all():
             raise StageError(f"{self.source}: the model's probabilities are NaN; it is broken ({RETRAIN})")
         doubts, marks = [], marks_side_by_side(digit)
+        if max(pixels.shape[:2]) < BOX // 2:  # blown up over 2x to fill the box: no strokes left to read
+            doubts.append(f"the image is only {pixels.shape[1]}x{pixels.shape[0]} pixels")
         if probabilities.max() < UNSURE_BELOW:
             doubts.append(f"top probability {probabilities.max():.0%} is below {UNSURE_BELOW:.0%}")
         if marks > 1:
