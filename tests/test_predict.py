@@ -332,3 +332,23 @@ def test_pillows_decompression_bomb_warning_never_shows(small_model, tmp_path):
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == "error: 1 of 1 input(s) could not be classified"
     assert len(result.stderr.splitlines()) == 2 and "Warning" not in result.stderr, result.stderr
+
+
+LOADED_BY_PREDICT = """
+import atexit, sys
+atexit.register(lambda: print(" ".join(sorted({name.split(".")[0] for name in sys.modules})), file=sys.stderr))
+sys.argv = ["lenet", "predict", *sys.argv[1:]]
+from lenet.cli import main
+main()
+"""
+
+
+def test_predict_imports_only_what_it_uses(small_model, ten_digits, tmp_path):
+    """Issue 17, item 6: no matplotlib, DVC or the other commands before the first prediction."""
+    Image.fromarray(ten_digits[0][3]).save(tmp_path / "three.png")
+    result = subprocess.run([sys.executable, "-c", LOADED_BY_PREDICT, "--model", str(small_model),
+                             str(tmp_path / "three.png")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and ": 3 " in result.stdout, result.stderr
+    loaded = set(result.stderr.split())
+    assert not loaded & {"matplotlib", "dvc", "scmrepo", "yaml"}, loaded & {"matplotlib", "dvc", "scmrepo", "yaml"}
+    assert "lenet" in loaded and "PIL" in loaded

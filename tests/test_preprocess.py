@@ -108,3 +108,50 @@ def test_model_input_is_the_pipelines_normalization():
     x = pp.model_input(digit, 0.1, 0.3)
     assert x.shape == (1, 1, 28, 28) and x.dtype == np.float32
     assert x[0, 0, 0, 0] == pytest.approx(-1 / 3) and x[0, 0, 5, 5] == pytest.approx(3.0)
+
+
+def test_transparent_pixels_show_white_unless_the_ink_is_light():
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (255, 255, 255, 255)  # white ink; the rest transparent
+    np.testing.assert_allclose(pp.grayscale(rgba), [[1, 0], [0, 0]])  # on black: the ink shows
+    rgba[0, 0] = (0, 0, 0, 255)  # black ink
+    np.testing.assert_allclose(pp.grayscale(rgba), [[0, 1], [1, 1]])  # on white, as a viewer shows it
+    np.testing.assert_allclose(pp.grayscale(np.zeros((2, 2, 2), np.uint8)), 1)  # all transparent: white
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_grayscale_in_chunks_is_the_whole_image_formula(monkeypatch, channels):
+    pixels = np.random.default_rng(channels).integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    luma = pixels[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114] if channels >= 3 else pixels[..., 0] * 1.0
+    expected = luma / 255
+    if channels in (2, 4):
+        alpha = pixels[..., -1] / 255
+        light = (expected * alpha).sum() / alpha.sum() > 0.5
+        expected = expected * alpha + (0 if light else 1 - alpha)
+    monkeypatch.setattr(pp, "CHUNK", 100)  # 20 chunks
+    np.testing.assert_allclose(pp.grayscale(pixels), expected, atol=1e-6)
+
+
+def test_ink_overwrites_a_float32_grey_image_instead_of_copying_it():
+    gray = pp.grayscale(stroke_image())
+    assert pp.ink(gray) is gray
+
+
+@pytest.mark.parametrize("columns, expected", [
+    ({4: (2, 26)}, 1),                         # one tall mark
+    ({4: (2, 26), 20: (2, 26)}, 2),            # two, side by side
+    ({4: (2, 26), 20: (2, 8)}, 1),             # a tall mark and a short detached stroke
+    ({4: (2, 26), 20: (2, 14)}, 2),            # half the height counts as a digit
+    ({}, 0),
+])
+def test_marks_side_by_side(columns, expected):
+    digit = np.zeros((28, 28), np.uint8)
+    for column, (top, bottom) in columns.items():
+        digit[top:bottom, column:column + 3] = 255
+    assert pp.marks_side_by_side(digit) == expected
+
+
+@needs_mirror
+def test_no_mnist_digit_counts_as_two_marks():
+    images, _ = read_mnist("t10k", 1000)
+    assert [pp.marks_side_by_side(pp.mnist_pixels(image)) for image in images] == [1] * len(images)
