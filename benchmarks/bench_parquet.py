@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.common.dataset import normalize_pixels, pixel_mean_std, read_split, write_split
+from stages.common.dataset import pixel_mean_std, read_split, write_split
+from stages.common.model_files import normalize_pixels
 from stages.common.idx import parse_images, parse_labels
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "mnist"

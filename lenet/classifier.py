@@ -15,7 +15,7 @@ import numpy as np
 
 import nn
 from lenet.preprocess import BOX, marks_side_by_side, mnist_pixels, model_input
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 from stages.common.model_files import MODELS, RETRAIN, WEIGHTS, read_model
 
 DEFAULT_MODEL = MODELS / WEIGHTS
@@ -89,19 +89,19 @@ class Classifier:
 
         Raises
         ------
-        StageError
+        LenetError
             One line naming the file at fault: missing, unreadable, a value out of bounds,
             or weights that do not fit the architecture its ``model.json`` describes.
         """
         path = Path(path_npz)
         directory = path if path.is_dir() else path.parent  # --model models/ or models/model.npz
         if not path.is_dir() and path.name != WEIGHTS:
-            raise StageError(f"{path}: expected the model directory or its {WEIGHTS}")
+            raise LenetError(f"{path}: expected the model directory or its {WEIGHTS}")
         if not directory.is_dir():
-            raise StageError(f"{directory}: not found (train a model with `dvc repro`, or pass --model)")
+            raise LenetError(f"{directory}: not found (train a model with `dvc repro`, or pass --model)")
         model, config, stats = read_model(directory)  # every value checked there
         if config.get("num_classes", 10) != 10:
-            raise StageError(f"{path}: the model has {config['num_classes']} classes, expected 10 digits")
+            raise LenetError(f"{path}: the model has {config['num_classes']} classes, expected 10 digits")
         return cls(model, stats["mean"], stats["std"], source=str(directory))
 
     def classify(self, pixels: np.ndarray, *, with_maps: bool = False) -> Prediction:
@@ -122,7 +122,7 @@ class Classifier:
         ------
         lenet.preprocess.NoDigit
             The image is blank.
-        StageError
+        LenetError
             The model answers NaN (weights so large that the sums overflow): it is broken.
         """
         digit = mnist_pixels(pixels)
@@ -132,7 +132,7 @@ class Classifier:
             logits, maps = nn.feature_maps(self.model, x, MAPS if with_maps else ())
             probabilities = nn.softmax(logits.astype(np.float64))[0]
         if not np.isfinite(probabilities).all():
-            raise StageError(f"{self.source}: the model's probabilities are NaN; it is broken ({RETRAIN})")
+            raise LenetError(f"{self.source}: the model's probabilities are NaN; it is broken ({RETRAIN})")
         doubts, marks = [], marks_side_by_side(digit)
         if max(pixels.shape[:2]) < BOX // 2:  # blown up over 2x to fill the box: no strokes left to read
             doubts.append(f"the image is only {pixels.shape[1]}x{pixels.shape[0]} pixels")

@@ -8,7 +8,7 @@ import io
 from matplotlib.figure import Figure  # the object API: no pyplot, no backend, no global state
 from matplotlib.ticker import MaxNLocator
 
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy")
 LINES = {"train": ":", "val": "-"}  # one line style per split, one colour per revision
@@ -32,12 +32,12 @@ def parse_history(text: str, source: str) -> dict[str, list[float]]:
     rows = list(csv.DictReader(io.StringIO(text)))
     missing = [c for c in COLUMNS if c not in (rows[0] if rows else {})]
     if not rows or missing:
-        raise StageError(f"{source}: expected a header with {', '.join(COLUMNS)} and at least one row"
+        raise LenetError(f"{source}: expected a header with {', '.join(COLUMNS)} and at least one row"
                          + (f" (missing {', '.join(missing)})" if rows and missing else ""))
     try:
         return {c: [float(row[c]) for row in rows] for c in COLUMNS}
     except (TypeError, ValueError) as error:
-        raise StageError(f"{source}: not numeric ({error})") from None
+        raise LenetError(f"{source}: not numeric ({error})") from None
 
 
 def curves_figure(histories: dict[str, dict[str, list[float]]]) -> Figure:

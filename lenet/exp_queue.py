@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 
 # The last line of `dvc queue status`: "Worker status: 1 active, 0 idle".
 _WORKERS_LINE = re.compile(r"^Worker status: (?P<active>\d+) active, (?P<idle>\d+) idle")
@@ -34,7 +34,7 @@ def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
         message = (result.stderr.strip() or result.stdout.strip()).splitlines()
         detail = next((line for line in message if line.strip()), f"exit code {result.returncode}")
-        raise StageError(f"{shlex.join(['dvc', *args[:3]])} ... failed: {detail.strip()}")
+        raise LenetError(f"{shlex.join(['dvc', *args[:3]])} ... failed: {detail.strip()}")
     return result
 
 
@@ -50,7 +50,7 @@ def start_queue(jobs: int = 1) -> None:
         if code != 0:
             output.seek(0)
             lines = [line for line in output.read().splitlines() if line.strip()] or [f"exit code {code}"]
-            raise StageError(f"dvc queue start -j {jobs} failed: {lines[0].strip()}")
+            raise LenetError(f"dvc queue start -j {jobs} failed: {lines[0].strip()}")
 
 
 def queue_state() -> tuple[dict[str, tuple[str, str]], int]:
@@ -96,7 +96,7 @@ def wait_for(names: list[str], old_tasks: set[str], poll: float) -> dict[str, st
                 if task not in old_tasks and name in names}
         missing = sorted(set(names) - set(ours))
         if missing:
-            raise StageError(f"dvc queue status does not list {', '.join(missing)}: "
+            raise LenetError(f"dvc queue status does not list {', '.join(missing)}: "
                              "were they removed from the queue (dvc queue remove)?")
         for name in names:
             if seen.get(name) != ours[name]:

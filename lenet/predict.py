@@ -20,8 +20,8 @@ from PIL import Image
 from lenet.classifier import DEFAULT_MODEL, Classifier, Prediction
 from lenet.images import MAX_PIXELS, ImageError, expand, read
 from lenet.preprocess import NoDigit
-from stages.common.atomic import atomic_write
-from stages.common.errors import StageError
+from stages.common.outputs import atomic_write
+from stages.common.errors import LenetError
 
 
 def shown(path: Path) -> str:
@@ -95,4 +95,4 @@ def main(
     if as_json:
         print(json.dumps(records, indent=2))
     if failed:
-        raise StageError(f"{failed} of {len(records)} input(s) could not be classified")
+        raise LenetError(f"{failed} of {len(records)} input(s) could not be classified")

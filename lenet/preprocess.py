@@ -9,7 +9,7 @@ decoding), shared by ``lenet predict`` and ``lenet serve``:
     grayscale -> ink (detect a light background, invert) -> crop to the ink's bounding box
     -> fit_box (scale to fit 20x20) -> center_by_mass (28x28) -> uint8 -> normalize
 
-The normalization itself is the pipeline's (:func:`stages.common.dataset.normalize_pixels`)
+The normalization itself is the pipeline's (:func:`stages.common.model_files.normalize_pixels`)
 with the mean and std stored beside the model, so training and prediction cannot drift apart.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from stages.common.dataset import normalize_pixels
+from stages.common.model_files import normalize_pixels
 
 FIELD = 28  # MNIST's image side
 BOX = 20  # the side of the box MNIST's digits were scaled to fit

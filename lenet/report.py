@@ -19,16 +19,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from lenet import revisions
 from lenet.curves import curves_figure, parse_history
-from stages.common.atomic import atomic_write, write_text
-from stages.common.errors import StageError, first_line
-from stages.common.param_rules import PARAMS_FILE
-from stages.evaluate import METRICS as EVAL_METRICS
-from stages.train import HISTORY
-from stages.train import METRICS as TRAIN_METRICS
+from stages.common.errors import LenetError, first_line
+from stages.common.outputs import atomic_write
+from stages.common.paths import EVAL_METRICS, HISTORY, PARAMS, TRAIN_METRICS
 
 CHART = "curves.png"
 REPORT = "report.md"
@@ -42,24 +39,25 @@ def check_readable(revision: str | None, name: str) -> None:
 
     Raises
     ------
-    StageError
+    LenetError
         ``could not read <name>:<file>: <reason>`` for a file that is there but does not
         parse, or a ``test_accuracy`` that is not a number.
     """
-    for path, parse in ((Path(PARAMS_FILE), yaml.safe_load), (EVAL_METRICS, json.loads), (TRAIN_METRICS, json.loads)):
+    yaml = YAML(typ="safe", pure=True)  # YAML 1.2, as DVC reads params.yaml
+    for path, parse in ((PARAMS, yaml.load), (EVAL_METRICS, json.loads), (TRAIN_METRICS, json.loads)):
         text = revisions.read_file(revision, path)
         if text is None:
             continue
         try:
             values = parse(text)
-        except (ValueError, yaml.YAMLError) as error:
+        except (ValueError, YAMLError) as error:
             mark = getattr(error, "problem_mark", None)  # YAML's first line says what it parsed, not what failed
             reason = f"{error.problem} (line {mark.line + 1})" if mark else first_line(error)
-            raise StageError(f"could not read {name}:{path.as_posix()}: {reason}") from None
+            raise LenetError(f"could not read {name}:{path.as_posix()}: {reason}") from None
         accuracy = values.get("test_accuracy") if isinstance(values, dict) else None
         if path == EVAL_METRICS and (isinstance(accuracy, bool) or not isinstance(accuracy, (int, float))
                                      or not math.isfinite(accuracy)):
-            raise StageError(f"could not read {name}:{path.as_posix()}: test_accuracy is {accuracy!r}, "
+            raise LenetError(f"could not read {name}:{path.as_posix()}: test_accuracy is {accuracy!r}, "
                              "expected a number")
 
 
@@ -199,7 +197,7 @@ def main(
 ) -> None:
     """Write the review report of --rev (or the workspace) against --base to --out and print it."""
     if not Path("dvc.yaml").exists():
-        raise StageError("dvc.yaml: not found; run `lenet report` from the repository root")
+        raise LenetError("dvc.yaml: not found; run `lenet report` from the repository root")
     base_name, rev_name = revisions.label(base), revisions.label(rev)
     base_commit = revisions.resolve(base, "--base")
     rev_commit = revisions.WORKSPACE if rev is None else revisions.resolve(rev, "--rev")
@@ -225,5 +223,6 @@ def main(
                                              metadata={"Software": None})
     else:
         (out / CHART).unlink(missing_ok=True)  # never leave an older run's chart beside this report
-    write_text(out / REPORT, markdown)
+    with atomic_write(out / REPORT, "w") as handle:
+        handle.write(markdown)
     print(markdown, end="")

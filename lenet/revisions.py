@@ -17,7 +17,7 @@ from pathlib import Path
 from dvc.repo import Repo
 from dvc.scm import RevError, resolve_rev
 
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 
 WORKSPACE = None  # a revision of None means the files on disk, as DVC's own diffs read it
 
@@ -32,7 +32,7 @@ def resolve(rev: str, option: str) -> str:
 
     Raises
     ------
-    StageError
+    LenetError
         One line when nothing has that name; in a shallow clone (CI's default checkout) it
         says so, the likely cause.
     """
@@ -44,7 +44,7 @@ def resolve(rev: str, option: str) -> str:
         shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"],
                                  capture_output=True, text=True).stdout.strip() == "true"
         hint = " (this clone is shallow: in CI, check out with fetch-depth: 0)" if shallow else ""
-        raise StageError(f"{option} {rev}: {reason}{hint}") from None
+        raise LenetError(f"{option} {rev}: {reason}{hint}") from None
 
 
 def read_file(rev: str | None, path: Path) -> str | None:
@@ -67,8 +67,8 @@ def dvc_diff(kind: str, base: str, rev: str | None) -> dict:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         message = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise StageError(f"dvc {kind} diff {base} {label(rev)} failed: {message}")
+        raise LenetError(f"dvc {kind} diff {base} {label(rev)} failed: {message}")
     try:
         return json.loads(result.stdout or "{}")
     except json.JSONDecodeError as error:
-        raise StageError(f"dvc {kind} diff {base} {label(rev)}: output is not JSON ({error})") from None
+        raise LenetError(f"dvc {kind} diff {base} {label(rev)}: output is not JSON ({error})") from None

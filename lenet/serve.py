@@ -36,7 +36,7 @@ import typer
 from lenet.classifier import DEFAULT_MODEL, Classifier
 from lenet.images import ImageError, decode
 from lenet.preprocess import NoDigit
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 
 STATIC = Path(__file__).with_name("static")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -174,7 +174,7 @@ class Handler(BaseHTTPRequestHandler):
         except NoDigit as error:
             self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(error))
             return
-        except StageError as error:  # a broken model (NaN): say so, never answer a digit
+        except LenetError as error:  # a broken model (NaN): say so, never answer a digit
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(error))
             return
         finally:
@@ -257,7 +257,7 @@ def main(
     try:
         server = DrawServer((host, port), classifier, verbose)
     except OSError as error:
-        raise StageError(f"--host/--port: cannot listen on {host}:{port}: {error.strerror or error}") from None
+        raise LenetError(f"--host/--port: cannot listen on {host}:{port}: {error.strerror or error}") from None
     print(f"drawing page at {server.url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
     with server:
         try:

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from lenet import exp_queue
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 
 # The tutorial's setup, as -S overrides (the study's lr, batch size and epochs come on top).
 TUTORIAL = {
@@ -116,14 +116,14 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise StageError(f"--set {item!r}: expected KEY=VALUE, e.g. train.workers=1")
+            raise LenetError(f"--set {item!r}: expected KEY=VALUE, e.g. train.workers=1")
         extra[key.strip()] = value.strip()
     for key, kind, expected in ((LR, float, "a number"), (BATCH, int, "an integer"), (EPOCHS, int, "an integer")):
         if key in extra:
             try:
                 kind(extra[key])
             except ValueError:
-                raise StageError(f"--set {key}={extra[key]}: expected {expected}") from None
+                raise LenetError(f"--set {key}={extra[key]}: expected {expected}") from None
     return extra
 
 
@@ -206,7 +206,7 @@ def queue_and_run(runs: list[Run], extra: dict[str, str], poll: float) -> bool:
     existing = exp_queue.experiment_names() & {run.name for run in runs}
     if existing:
         names = " ".join(sorted(existing))
-        raise StageError(f"experiments already exist: {names}; print their tables with --table-only, "
+        raise LenetError(f"experiments already exist: {names}; print their tables with --table-only, "
                          f"or remove them first (dvc exp remove {names})")
     old_tasks = set(exp_queue.queue_tasks())
     for run in runs:
@@ -241,7 +241,7 @@ def main(
     """
     unknown = sorted(set(only) - set(STUDY_KEYS))
     if unknown:
-        raise StageError(f"--only {unknown[0]}: expected one of {', '.join(STUDY_KEYS)}")
+        raise LenetError(f"--only {unknown[0]}: expected one of {', '.join(STUDY_KEYS)}")
     extra = parse_overrides(set_)
     studies, runs = plan(only, extra)
     if dry_run:
@@ -251,6 +251,6 @@ def main(
     ok = table_only or queue_and_run(runs, extra, poll)
     complete = report(studies, runs, extra)
     if not ok:
-        raise StageError("some runs failed (their logs are above; dvc queue logs NAME shows them whole)")
+        raise LenetError("some runs failed (their logs are above; dvc queue logs NAME shows them whole)")
     if not complete:
-        raise StageError("some runs are missing from dvc exp show (see the warnings above)")
+        raise LenetError("some runs are missing from dvc exp show (see the warnings above)")

@@ -145,6 +145,9 @@ class Module:
         return self.train(False)
 
     # -- state -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release what the module holds outside this process (a ``DataParallel``'s workers); here nothing."""
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of all parameters by dotted name (later training does not change them)."""
         return {name: value.copy() for name, value in self.named_parameters()}

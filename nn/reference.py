@@ -1,12 +1,25 @@
-"""Read this first: every layer as the original tutorial wrote it, with explicit loops.
+"""Read this first: every layer as explicit loops, in this project's conventions.
 
-Every function here spells the maths out with Python loops over the batch, the channels, the
-output pixels and the kernel window, with no vectorisation tricks, so that it can be read
-against the textbook definition. Each names its *fast twin*, the vectorised layer the
-network really runs (same arguments, same shapes); read the two side by side. The tests
-prove every fast layer equal to its twin here, and both equal to finite differences;
-``benchmarks/bench_lenet.py`` times ``naive_lenet_step`` to show what vectorising buys
-(about a thousand times). Nothing in the training path imports this module.
+Every function here spells its layer out with Python loops over the batch, the channels, the
+output pixels and the kernel window, down to single numbers, so that it reads like the
+formulas. Each names its *fast twin*, the vectorised layer the network really runs (same
+arguments, same shapes); read the two side by side. The tests prove every fast layer equal
+to its twin here, and both equal to finite differences; ``docs/walkthrough.py`` shows the same,
+step by step, in the order of the report this project grew from. Nothing in the training path
+imports this module.
+
+These loops are not the report's code. The report ("基于numpy的卷积神经网络手写数字识别",
+section 4) loops over output pixels (and, in convolution, output channels) and lets NumPy do
+the batch and the window; the loops here go down to single numbers, in PyTorch's
+conventions, so that the fast layers and PyTorch can be checked against them element by
+element.
+
+How slow they are: ``benchmarks/bench_lenet.py`` times ``naive_lenet_step`` (LeNet-5 with
+ReLU and max pooling, forward and backward) on a few images and scales it to 60,000 images:
+these pure-Python loops would take over 2 hours an epoch (7,600-8,500 s on a 2-core AMD EPYC
+Zen 4; ``benchmarks/README.md``), about 2,000 times the fast layers. That is not the report's
+speed: its partly vectorised code took 5-13 minutes an epoch on its author's laptop CPU (13
+at batch 32, 9 at 64, 6 at 128, 5 at 256; its section 5.2).
 
 Notes
 -----
@@ -14,12 +27,54 @@ The conventions every function here follows:
 
 * Layout NCHW; weights have PyTorch's shapes (conv ``(C_out, C_in, kH, kW)``, linear
   ``(out, in)``).
-* Convolution is cross-correlation (no kernel flip), like PyTorch.
-* Output size ``H_out = floor((H + 2*pH - kH) / sH) + 1`` (same for W).
+* Convolution is cross-correlation (no kernel flip), like PyTorch and the report.
+* Output size ``H_out = floor((H + 2*pH - kH) / sH) + 1`` (same for W). The report prints it
+  without the floor (section 3.8); its code floors, as here.
 * Padding is never materialised: a window position outside the input *is* the padding
-  (zero for convolution and average pooling, -inf, i.e. skipped, for max pooling).
+  (zero for convolution and average pooling, -inf, i.e. skipped, for max pooling). The
+  report pads with ``np.pad`` and crops the gradient afterwards: for convolution and average
+  pooling the same numbers.
 * Arithmetic uses Python floats (IEEE double): arrays are turned into nested lists first,
   which is also several times faster than indexing NumPy scalars. Results are float64.
+
+Where the loops depart from the report's code, and why:
+
+* **Linear weights are stored (out, in)** and ``y = x w^T + b``; the report stores ``W`` as
+  (in, out) and writes ``y = xW + b`` (section 3.5). PyTorch's layout, so that state dicts
+  and the parity tests compare name by name. The report's ``W`` is our ``w^T``, and its
+  ``dJ/dW = x^T dJ/dy`` our ``dw^T``.
+* **Max pooling sends a window's gradient to its first maximum only** (row-major order, as in
+  PyTorch); the report's code sends all of it to every element equal to the maximum. On ties
+  (a window of ReLU zeros, MNIST's flat background) its rule sends k times the gradient that
+  came in, which is not the gradient of any loss; without ties the two agree.
+  ``maxpool_backward_all_maxima`` keeps the report's rule to show this
+  (``tests/test_layers_reference.py``).
+* **Max pooling pads with -inf**, the report with 0: a zero pad becomes the maximum of a
+  window whose values are all negative (tanh, leaky ReLU), an output no input had. With no
+  padding, as in LeNet-5, the two agree.
+* **Layers only compute.** Backward returns the gradients and changes nothing; the report's
+  ``backward(dy, lr)`` also updates the weights. Optimizers are separate (``nn/optim.py``), so
+  a gradient can be checked before any weight moves.
+* **The loss is the batch mean**, its gradient ``(p - a) / N``. The report prints the mean,
+  but its derivation back-propagates ``p - a`` per image and adds the images up (sections
+  3.5 and 3.10; the line of its code that computes it is not printed), so its learning
+  rate applies to summed gradients (``nn.SoftmaxCrossEntropy(reduction="sum")``,
+  ``train.loss_reduction=sum``).
+* **Softmax subtracts the maximum logit** before ``exp``, as the report's section 3.10 advises;
+  its code (4.5) exponentiates the logits directly, which overflows float32 once a logit
+  passes about 88.
+
+Slips in the report that a reader checking it against this code will meet:
+
+* **dW with stride S > 1.** Its sum ``dJ/dW[p,q] = sum_ij dJ/dy[i,j] x[p+(i-1)S, q+(j-1)S]``
+  (1-based) is right, but its words for it, dJ/dy slid over x with stride S, read literally
+  give ``sum_ij dJ/dy[i,j] x[(p-1)S+i, (q-1)S+j]``, which is wrong for S > 1. Right is a
+  stride-1 correlation of x with dJ/dy *dilated* by S (S-1 zeros between neighbours):
+  ``conv2d_backward`` gives the 0-based form. Its summary ``dJ/dW = y (*) x`` also writes the
+  output y where dJ/dy is meant.
+* **Its printed dx formula**, ``dJ/dx[p,q] = sum over A of W[m,n]``, drops the factor
+  ``dJ/dy[i,j]`` of each window; its code multiplies by dy, as does ``conv2d_backward``.
+* **Its all-maxima pooling rule on ties**, above.
 """
 
 from __future__ import annotations
@@ -108,7 +163,21 @@ def conv2d_backward(x, w, dout, stride=(1, 1), padding=(0, 0)):
     Fast twin: ``nn.conv.Conv2d.backward``.
 
     Every output pixel sends ``dout * w`` back to each input pixel of its window, and
-    ``dout * x`` to each weight; the bias receives ``dout`` itself.
+    ``dout * x`` to each weight; the bias receives ``dout`` itself. In 0-based indices, with
+    ``xp`` the input zero-padded by ``(pH, pW)`` (``xp[n, c, r, s] = x[n, c, r - pH, s - pW]``)::
+
+        dw[o, c, a, d] = sum_{n, i, j} dout[n, o, i, j] * xp[n, c, i*sH + a, j*sW + d]
+        dx[n, c, r, s] = sum of dout[n, o, i, j] * w[o, c, a, d]
+                         over o and the (i, j, a, d) with i*sH - pH + a = r, j*sW - pW + d = s
+        db[o]          = sum_{n, i, j} dout[n, o, i, j]
+
+    ``dw`` is the report's ``dJ/dW[p,q] = sum_ij dJ/dy[i,j] x[p+(i-1)S, q+(j-1)S]`` (section
+    3.8, 1-based, x padded) with the batch and channels added. Read as a function of the
+    kernel offset ``(a, d)``, it is a *stride-1* cross-correlation of ``xp`` with ``dout``
+    dilated by the stride (``dout[i, j]`` placed at ``(i*sH, j*sW)``, zeros between): the
+    kernel ``dout`` is spread out, not moved S pixels at a time. The report's words, dJ/dy
+    slid over x with stride S, fit only S = 1. ``dx`` keeps the factor ``dout`` that the
+    report's printed formula drops (its code has it).
 
     Parameters
     ----------
@@ -296,6 +365,8 @@ def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray
     Fast twin: ``nn.pool.MaxPool2d.backward``.
 
     That input is the first maximum in row-major window order; overlapping windows add up.
+    The report gives it to every tied maximum instead (``maxpool_backward_all_maxima``), which
+    is not a gradient when values tie.
 
     Parameters
     ----------
@@ -310,6 +381,36 @@ def maxpool_backward(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray
     dx : (N, C, H, W)
     """
     return _pool_backward(x, dout, kernel, stride, padding, pad=-math.inf, share=_first_max_gets_all)
+
+
+def _every_max_gets_all(values, g) -> list:
+    """The report's rule: all of ``g`` to EVERY value equal to the window's maximum."""
+    highest = max(values)
+    return [g if value == highest else 0.0 for value in values]
+
+
+def maxpool_backward_all_maxima(x, dout, kernel, stride=None, padding=(0, 0)) -> np.ndarray:
+    """The report's max-pooling gradient, kept to show why the layers do not use it.
+
+    No fast twin: ``maxpool_backward`` is the gradient the layers compute.
+
+    Each window's ``dout`` goes, whole, to every input equal to the window's maximum (the
+    report's code compares the window with its maximum and routes ``dout`` through that mask),
+    and windows pad with 0 as the report's ``np.pad`` does. Without ties and without padding
+    it equals ``maxpool_backward``. With k tied maxima a window sends back k times its
+    ``dout``: the gradients no longer add up to what came in, so this is not the gradient of
+    any loss (``tests/test_layers_reference.py``, ``docs/walkthrough.py``).
+
+    Parameters
+    ----------
+    x, dout, kernel, stride, padding
+        As for ``maxpool_backward``.
+
+    Returns
+    -------
+    dx : (N, C, H, W)
+    """
+    return _pool_backward(x, dout, kernel, stride, padding, pad=0.0, share=_every_max_gets_all)
 
 
 def avgpool_forward(x, kernel, stride=None, padding=(0, 0)) -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +25,12 @@ import typer
 
 from stages.common.cli import run
 from stages.common.dataset import data_sha256, pixel_mean_std, write_split
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 from stages.common.idx import NUM_CLASSES, LabelledImages, read_labelled_images
 from stages.common.outputs import staged_outputs
-from stages.common.param_rules import PARAMS_FILE, Int
-from stages.common.param_sections import param
-from stages.common.params import StageParams, load_stage_params
+from stages.common.params import load_params
+from stages.common.paths import PARAMS, PREPARED, RAW
 
-RAW_DIR = Path("data/raw")
-OUT_DIR = Path("data/prepared")
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 SPLIT_RULE = (
@@ -45,22 +41,6 @@ SPLIT_RULE = (
 )
 SOURCE_INDEX_MEANING = "0-based index of the image in its source IDX files (images and labels)"
 NORMALIZATION = "images = (pixels / 255 - mean) / std; mean, population std of the train split's pixels / 255"
-
-
-@dataclass(frozen=True)
-class NormalizeParams:
-    """``normalize``: the validation split and a size limit for small runs (module docstring)."""
-
-    val_size: int = param(Int(min=1))
-    seed: int = param(Int(min=0))
-    limit: int = param(Int(min=0))
-
-
-@dataclass(frozen=True)
-class Params(StageParams):
-    """What this stage reads from params.yaml: the whole ``normalize`` section."""
-
-    normalize: NormalizeParams
 
 
 def class_quotas(class_counts: np.ndarray, val_size: int) -> np.ndarray:
@@ -143,7 +123,7 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
 
     Raises
     ------
-    StageError
+    LenetError
         If ``val_size`` is not less than the training images, or their pixels are all equal.
     """
     train_files = [raw_dir / name for name in TRAIN_FILES]
@@ -151,14 +131,14 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
     training = _limited(read_labelled_images(*train_files), limit)
     test = _limited(read_labelled_images(*test_files), limit)
     if val_size >= len(training.labels):
-        raise StageError(
-            f"{PARAMS_FILE}: normalize.val_size must be less than the {len(training.labels)} training "
+        raise LenetError(
+            f"{PARAMS}: normalize.val_size must be less than the {len(training.labels)} training "
             f"images available (normalize.limit = {0 if limit is None else limit}), got {val_size}"
         )
     train_index, val_index = stratified_split(training.labels, val_size, np.random.default_rng(seed))
     mean, std = pixel_mean_std(training.images[train_index])
     if std == 0:
-        raise StageError(f"{train_files[0]}: the training split's pixels are all equal, cannot standardize")
+        raise LenetError(f"{train_files[0]}: the training split's pixels are all equal, cannot standardize")
 
     sizes = {"train": len(train_index), "val": len(val_index), "test": len(test.labels)}
     provenance = {"source_index": SOURCE_INDEX_MEANING, "split_rule": SPLIT_RULE,
@@ -195,12 +175,12 @@ app = typer.Typer(add_completion=False, help=__doc__.splitlines()[0])
 @app.command()
 def main() -> None:
     """Write data/prepared/{train,val,test}.parquet from data/raw (params: normalize.*)."""
-    params = load_stage_params("normalize", Params)
-    with staged_outputs("normalize", [OUT_DIR], params) as staged:  # all three splits, or none
-        summary = prepare(RAW_DIR, staged.path(OUT_DIR), val_size=params.normalize.val_size,
+    params = load_params("normalize")
+    with staged_outputs("normalize", [PREPARED], params) as staged:  # all three splits, or none
+        summary = prepare(RAW, staged.path(PREPARED), val_size=params.normalize.val_size,
                           seed=params.normalize.seed, limit=params.normalize.limit or None)
     sizes = ", ".join(f"{name} {size}" for name, size in summary["sizes"].items())
-    print(f"normalize: {sizes}; train mean {summary['mean']:.4f}, std {summary['std']:.4f} -> {OUT_DIR}")
+    print(f"normalize: {sizes}; train mean {summary['mean']:.4f}, std {summary['std']:.4f} -> {PREPARED}")
 
 
 if __name__ == "__main__":

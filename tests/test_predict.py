@@ -21,7 +21,7 @@ from PIL import Image
 
 import nn
 from lenet.preprocess import mnist_pixels
-from stages.common.dataset import normalize_pixels
+from stages.common.model_files import normalize_pixels
 from stages.common.model_files import read_model
 from nn.serialization import write_npz
 from tests.image_files import png_header

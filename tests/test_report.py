@@ -10,7 +10,7 @@ import pytest
 
 from lenet.curves import curves_figure, parse_history
 from lenet.report import accuracy_sentence, build_report, recall_changes
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 from tests.scratch_project import GIT, commit_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,11 +81,11 @@ def test_chart_draws_both_revisions_train_and_val_on_loss_and_accuracy():
 def test_history_needs_the_chart_columns_and_numbers():
     assert parse_history(HISTORY.replace(",lr\n", ",lr,seconds\n").replace("0.05\n", "0.05,1.2\n")
                          .replace("0.025\n", "0.025,1.1\n"), "x")["val_accuracy"] == [0.85, 0.91]
-    with pytest.raises(StageError, match=r"^main:metrics/history.csv: .*\(missing val_loss\)$"):
+    with pytest.raises(LenetError, match=r"^main:metrics/history.csv: .*\(missing val_loss\)$"):
         parse_history("epoch,train_loss,train_accuracy,val_accuracy\n1,1,1,1\n", "main:metrics/history.csv")
-    with pytest.raises(StageError, match="at least one row"):
+    with pytest.raises(LenetError, match="at least one row"):
         parse_history("epoch,train_loss,train_accuracy,val_loss,val_accuracy\n", "x")
-    with pytest.raises(StageError, match="not numeric"):
+    with pytest.raises(LenetError, match="not numeric"):
         parse_history("epoch,train_loss,train_accuracy,val_loss,val_accuracy\n1,nan?,1,1,1\n", "x")
 
 

@@ -161,7 +161,7 @@ def test_failed_runs_show_their_log_and_fail_the_command(tmp_path):
     assert result.returncode == 1
     assert "tut-lr-1-b32-e1: Failed" in result.stderr
     # the train stage's own one-line error, from `dvc queue logs`
-    assert "error: params.yaml: train.lr must be a number > 0 and <= 10, got -1" in result.stderr
+    assert "error: params.yaml: train.lr must be greater than 0, got -1" in result.stderr
     assert result.stderr.strip().splitlines()[-1] == \
         "error: some runs failed (their logs are above; dvc queue logs NAME shows them whole)"
     assert "| -1 | 32 | 1 | 96.15% | not run | — | — |" in result.stdout

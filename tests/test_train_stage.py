@@ -133,10 +133,10 @@ def test_divergence_fails_cleanly_with_no_outputs(project):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"train.optimizer": "rmsprop"}, "train.optimizer must be one of sgd, adam, adamw"),
-    ({"train.loss_reduction": "max"}, "train.loss_reduction must be one of mean, sum"),
-    ({"train.early_stopping.patience": -1}, "train.early_stopping.patience must be an integer >= 0"),
-    ({"train.augment.max_scale": 1.5}, "train.augment.max_scale must be a number >= 0 and < 1"),
+    ({"train.optimizer": "rmsprop"}, "train.optimizer must be 'sgd', 'adam' or 'adamw', got 'rmsprop'"),
+    ({"train.loss_reduction": "max"}, "train.loss_reduction must be 'mean' or 'sum', got 'max'"),
+    ({"train.early_stopping.patience": -1}, "train.early_stopping.patience must be greater than or equal to 0, got -1"),
+    ({"train.augment.max_scale": 1.5}, "train.augment.max_scale must be less than 1, got 1.5"),
     ({"train.warmup_epochs": 5}, "train.warmup_epochs must be < train.epochs (3)"),
 ])
 def test_invalid_params_fail_before_any_work(project, change, message):

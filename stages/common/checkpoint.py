@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from nn.training import EarlyStopping, TrainState
-from stages.common.atomic import atomic_write
+from stages.common.errors import first_line
+from stages.common.outputs import atomic_write
 
 _MODEL, _OPTIM, _BEST, _RECORD = "model/", "optim/", "best/", "record"
 
@@ -74,3 +77,40 @@ def load_checkpoint(path: Path, *, model, optimizer, rng: np.random.Generator,
     early_stopping.load_state_dict(record["early_stopping"])
     return TrainState(epochs_done=record["epochs_done"], history=record["history"],
                       best_weights=groups[_BEST] or None, stop_reason=record["stop_reason"])
+
+
+def resume(path: Path, run_fingerprint: str, fresh: Callable[[], tuple]) -> tuple:
+    """A new trainer, restored from the checkpoint at ``path`` when that belongs to this run.
+
+    Parameters
+    ----------
+    path : Path
+        The checkpoint (absent on a first run).
+    run_fingerprint : str
+        :func:`fingerprint` of this run: a checkpoint of other params, data or code is ignored.
+    fresh : callable
+        Makes ``(rng, trainer)`` as a run starts; called again if a load fails half-way.
+
+    Returns
+    -------
+    (rng, trainer, state)
+        ``state`` is the restored :class:`~nn.training.TrainState`, or None to start over.
+    """
+    rng, trainer = fresh()
+    if not path.exists():
+        return rng, trainer, None
+    stored = read_fingerprint(path)
+    if stored != run_fingerprint:
+        why = "unreadable (corrupt or truncated)" if stored is None else "it belongs to other params, data or code"
+        print(f"ignoring {path}: {why}; starting over", file=sys.stderr)
+        return rng, trainer, None
+    try:
+        state = load_checkpoint(path, model=trainer.model, optimizer=trainer.optimizer, rng=rng,
+                                early_stopping=trainer.early_stopping)
+    except Exception as error:  # noqa: BLE001 - any damage: one line, and start over
+        print(f"ignoring {path}: corrupt ({first_line(error)}); starting over", file=sys.stderr)
+        trainer.model.close()  # the failed load may have filled some of its state
+        rng, trainer = fresh()
+        return rng, trainer, None
+    print(f"resuming from {path} after epoch {state.epochs_done}", file=sys.stderr)
+    return rng, trainer, state

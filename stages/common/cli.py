@@ -5,7 +5,7 @@ what happened              what the user sees (stderr)                       exi
 =========================  ================================================  ==========
 success                    ``<stage>: done in 1.2 s`` (stages only)          0
 Ctrl-C / SIGTERM / SIGHUP  ``<stage>: interrupted (SIGINT)``                 128 + signal
-bad input (StageError)     ``error: <file or param>: <what was expected>``   1
+bad input (LenetError)     ``error: <file or param>: <what was expected>``   1
 OSError                    ``error: <path>: <reason>``                       1
 usage error                Typer's usage message                             2
 ``--help``                 the help                                          0
@@ -27,19 +27,8 @@ from pathlib import Path
 
 import typer
 
-from stages.common.errors import StageError, first_line
+from stages.common.errors import LenetError, first_line
 
-try:  # Typer >= 0.2x vendors Click as typer._click; older ones raise Click's own exceptions
-    from typer._click import ClickException as _VendoredClickException
-except ImportError:  # pragma: no cover - depends on the installed Typer
-    _VendoredClickException = None
-try:
-    import click
-except ImportError:  # pragma: no cover
-    click = None
-
-USAGE_ERRORS = tuple(e for e in (_VendoredClickException, click and click.ClickException) if e)
-ABORTS = tuple(e for e in (typer.Abort, click and click.exceptions.Abort) if e)
 DEBUG_ENV = "LENET_DEBUG"
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -96,13 +85,13 @@ def run(app: typer.Typer, *, report_time: bool = True) -> None:
     except KeyboardInterrupt:  # a SIGINT that arrived before our handler was installed
         print(f"{name}: interrupted (SIGINT)", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
-    except ABORTS:  # Typer's EOFError on a prompt
+    except typer.Abort:  # Typer's EOFError on a prompt
         print(f"{name}: aborted", file=sys.stderr)
         raise SystemExit(1) from None
-    except USAGE_ERRORS as error:  # usage errors (bad options) format themselves
+    except typer.TyperException as error:  # usage errors (bad options) format themselves
         error.show()
         raise SystemExit(error.exit_code) from None
-    except StageError as error:
+    except LenetError as error:
         if debug:
             traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)

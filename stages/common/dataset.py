@@ -42,10 +42,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stages.common.atomic import atomic_write
-from stages.common.errors import StageError, first_line
+from stages.common.errors import LenetError, first_line
+from stages.common.model_files import IMAGE_SHAPE, normalize_pixels
+from stages.common.outputs import atomic_write
 
-IMAGE_SHAPE = (1, 28, 28)
 PIXELS_PER_IMAGE = 28 * 28
 METADATA_KEY = b"mnist_split"
 FORMAT_VERSION = 2  # 2: normalize_run and content_sha256
@@ -65,7 +65,7 @@ _WRITE_OPTIONS = dict(
 )
 
 
-# --- the transform, shared by training, evaluation and any later prediction ---------------
+# --- the training split's statistics -----------------------------------------------------
 
 
 def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
@@ -100,43 +100,6 @@ def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
     mean = float(counts @ values) / flat.size
     std = math.sqrt(float(counts @ (values - mean) ** 2) / flat.size)
     return mean, std
-
-
-def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """The model's input transform: ``(pixels / 255 - mean) / std``.
-
-    Each of the 256 possible values is transformed once in float64 and rounded to float32
-    (a lookup table): the result is exact and does not depend on how it is computed.
-
-    Parameters
-    ----------
-    pixels : (N, 28, 28) or (N, 1, 28, 28) uint8
-        0 = background.
-    mean, std : float
-        From the training split (``Split.metadata["mean"]``, ``["std"]``).
-
-    Returns
-    -------
-    images : (N, 1, 28, 28) float32
-        A new C-contiguous array.
-    """
-    pixels = np.asarray(pixels)
-    if pixels.dtype != np.uint8:
-        raise ValueError(f"pixels must be uint8 (0-255), got {pixels.dtype}")
-    if pixels.shape[1:] not in (IMAGE_SHAPE, IMAGE_SHAPE[1:]):
-        raise ValueError(f"pixels must be (N, 28, 28) or (N, 1, 28, 28), got {pixels.shape}")
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise ValueError(f"need a finite mean and std > 0, got mean={mean}, std={std}")
-    table = ((np.arange(256, dtype=np.float64) / 255.0 - mean) / std).astype(np.float32)
-    return table[pixels].reshape(len(pixels), *IMAGE_SHAPE)
-
-
-def blank_value(mean: float, std: float) -> float:
-    """What a blank (0) pixel becomes after :func:`normalize_pixels`.
-
-    The fill value for pixels that augmentation moves in from outside the image.
-    """
-    return (0.0 - mean) / std
 
 
 # --- writing and reading a split ----------------------------------------------------------
@@ -275,24 +238,24 @@ def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source
 
 def _read_table(path: Path) -> pa.Table:
     if not path.is_file():
-        raise StageError(f"{path}: file not found (expected a split written by stages.normalize)")
+        raise LenetError(f"{path}: file not found (expected a split written by stages.normalize)")
     try:
         with pq.ParquetFile(path) as parquet:
             return parquet.read()
     except (pa.ArrowException, OSError, ValueError) as error:  # ValueError: e.g. a column name not UTF-8
-        raise StageError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
+        raise LenetError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
 
 
 def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
-        raise StageError(f"{path}: no {METADATA_KEY.decode()!r} metadata (not written by stages.normalize)")
+        raise LenetError(f"{path}: no {METADATA_KEY.decode()!r} metadata (not written by stages.normalize)")
     try:
         metadata = json.loads(raw)
     except ValueError:
-        raise StageError(f"{path}: {METADATA_KEY.decode()!r} metadata is not valid JSON") from None
+        raise LenetError(f"{path}: {METADATA_KEY.decode()!r} metadata is not valid JSON") from None
     if not isinstance(metadata, dict):
-        raise StageError(f"{path}: {METADATA_KEY.decode()!r} metadata must be a JSON object")
+        raise LenetError(f"{path}: {METADATA_KEY.decode()!r} metadata must be a JSON object")
     problems = []
     for key in ("mean", "std"):
         value = metadata.get(key)
@@ -313,7 +276,7 @@ def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:
         if not (isinstance(metadata.get(key), str) and _SHA256_HEX.fullmatch(metadata[key])):
             problems.append(f"{key} must be 64 hex digits, got {_short(metadata.get(key))}")
     if problems:
-        raise StageError(f"{path}: bad {METADATA_KEY.decode()!r} metadata: {'; '.join(problems)}")
+        raise LenetError(f"{path}: bad {METADATA_KEY.decode()!r} metadata: {'; '.join(problems)}")
     return metadata
 
 
@@ -335,7 +298,7 @@ def read_split(path: str | Path) -> Split:
 
     Raises
     ------
-    StageError
+    LenetError
         Naming the file if it is missing, not Parquet, or has other columns, types or
         metadata than :func:`write_split` writes, or if its content does not match its
         ``content_sha256`` (a corrupt file).
@@ -345,13 +308,13 @@ def read_split(path: str | Path) -> Split:
     found = [(f.name, str(f.type)) for f in table.schema]
     expected = [(f.name, str(f.type)) for f in SCHEMA]
     if found != expected:
-        raise StageError(
+        raise LenetError(
             f"{path}: columns {', '.join(f'{n}: {t}' for n, t in found)}; "
             f"expected {', '.join(f'{n}: {t}' for n, t in expected)}"
         )
     nulls = [name for name in SCHEMA.names if table.column(name).null_count]
     if nulls:
-        raise StageError(f"{path}: null values in column(s) {', '.join(nulls)}, expected none")
+        raise LenetError(f"{path}: null values in column(s) {', '.join(nulls)}, expected none")
     metadata = _read_metadata(path, table)
 
     pixel_column = table.column("pixels").combine_chunks()
@@ -362,11 +325,11 @@ def read_split(path: str | Path) -> Split:
     stored_labels = table.column("label").to_numpy()
     stored_index = table.column("source_index").to_numpy()
     if content_sha256(metadata, pixels, stored_labels, stored_index) != metadata[CHECKSUM_KEY]:
-        raise StageError(f"{path}: content does not match its {CHECKSUM_KEY} (the file is corrupt; "
+        raise LenetError(f"{path}: content does not match its {CHECKSUM_KEY} (the file is corrupt; "
                          "rerun the normalize stage)")
     labels = stored_labels.astype(np.int64)
     if labels.size and labels.max() > 9:
-        raise StageError(f"{path}: label {labels.max()} found, expected 0-9")
+        raise LenetError(f"{path}: label {labels.max()} found, expected 0-9")
     return Split(
         images=normalize_pixels(pixels.reshape(-1, *IMAGE_SHAPE[1:]), metadata["mean"], metadata["std"]),
         labels=labels,
@@ -381,13 +344,13 @@ def check_same_run(*splits: Split) -> None:
 
     Raises
     ------
-    StageError
+    LenetError
         Naming the first split and the first one that differs from it.
     """
     first = splits[0]
     for other in splits[1:]:
         if other.metadata[RUN_KEY] != first.metadata[RUN_KEY]:
-            raise StageError(
+            raise LenetError(
                 f"{other.path} and {first.path} come from different normalize runs "
                 f"({other.metadata[RUN_KEY][:12]}... and {first.metadata[RUN_KEY][:12]}...); "
                 "rerun the normalize stage")
@@ -400,6 +363,6 @@ def check_run(split: Split, run_id: Any, recorded_in: str | Path) -> None:
     """
     if run_id != split.metadata[RUN_KEY]:
         recorded = f"run {run_id[:12]}..." if isinstance(run_id, str) else f"no {RUN_KEY}"
-        raise StageError(
+        raise LenetError(
             f"{split.path} comes from normalize run {split.metadata[RUN_KEY][:12]}..., but {recorded_in} "
             f"records {recorded}; rerun the train stage")

@@ -1,11 +1,11 @@
-"""The one exception type a stage raises for an expected failure (bad input, bad params)."""
+"""The one exception type for an expected failure, in the stages and the ``lenet`` commands."""
 
 
-class StageError(Exception):
-    """An expected failure, reported to the user as one line, with a non-zero exit.
+class LenetError(Exception):
+    """An expected failure (bad input, bad params, a damaged file), shown as one line, exit 1.
 
     The message names the file or param at fault and what was expected, e.g.
-    ``params.yaml: train.lr must be a number > 0, got -1``.
+    ``params.yaml: train.lr must be greater than 0, got -1``.
     """
 
 

@@ -6,7 +6,7 @@ An IDX file is a big-endian header, then the data as one C-ordered block:
     dims:  ndim big-endian uint32               (images: N, 28, 28; labels: N)
     data:  prod(dims) bytes
 
-Every check fails with a one-line :class:`StageError` naming the file and what was expected
+Every check fails with a one-line :class:`LenetError` naming the file and what was expected
 versus found, so a corrupt download never becomes a silently wrong dataset. Parsing is one
 ``np.frombuffer`` over the file's bytes: no copy, no Python loop over images.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 
 UNSIGNED_BYTE = 0x08
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
@@ -33,23 +33,23 @@ def _parse(data: bytes, name: str, *, magic: int, what: str) -> tuple[tuple[int,
     ndim = magic & 0xFF
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise StageError(
+        raise LenetError(
             f"{name}: file is {len(data)} bytes, expected at least {header_size} "
             f"(the IDX header of {what})"
         )
     found_magic = int.from_bytes(data[:4], "big")
     if found_magic != magic:
-        raise StageError(
+        raise LenetError(
             f"{name}: magic number 0x{found_magic:08X}, expected 0x{magic:08X} "
             f"(IDX, dtype 0x{UNSIGNED_BYTE:02X} unsigned byte, {ndim} dimension(s): {what})"
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     if dims[0] < 1:
-        raise StageError(f"{name}: header says 0 {what}, expected at least 1")
+        raise LenetError(f"{name}: header says 0 {what}, expected at least 1")
     expected_size = header_size + int(np.prod(dims, dtype=np.int64))
     if len(data) != expected_size:
         problem = "truncated" if len(data) < expected_size else "trailing bytes"
-        raise StageError(
+        raise LenetError(
             f"{name}: file is {len(data)} bytes, expected {expected_size} for the header's "
             f"{' x '.join(map(str, dims))} {what} ({problem})"
         )
@@ -73,12 +73,12 @@ def parse_images(data: bytes, name: str) -> np.ndarray:
 
     Raises
     ------
-    StageError
+    LenetError
         Naming the file and what was expected versus found.
     """
     dims, pixels = _parse(data, name, magic=IMAGES_MAGIC, what="images")
     if dims[1:] != IMAGE_SIZE:
-        raise StageError(
+        raise LenetError(
             f"{name}: images are {dims[1]}x{dims[2]}, expected {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}"
         )
     return pixels.reshape(dims)
@@ -89,7 +89,7 @@ def parse_labels(data: bytes, name: str) -> np.ndarray:
     _, labels = _parse(data, name, magic=LABELS_MAGIC, what="labels")
     bad = np.flatnonzero(labels >= NUM_CLASSES)
     if bad.size:
-        raise StageError(
+        raise LenetError(
             f"{name}: label {labels[bad[0]]} at index {bad[0]}, expected 0-{NUM_CLASSES - 1} "
             f"({bad.size} label(s) out of range)"
         )
@@ -118,9 +118,9 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise StageError(f"{path}: file not found (expected an uncompressed IDX file)") from None
+        raise LenetError(f"{path}: file not found (expected an uncompressed IDX file)") from None
     except OSError as error:
-        raise StageError(f"{path}: cannot read ({error.strerror or error})") from None
+        raise LenetError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
 def read_labelled_images(images_path: str | Path, labels_path: str | Path) -> LabelledImages:
@@ -130,7 +130,7 @@ def read_labelled_images(images_path: str | Path, labels_path: str | Path) -> La
     images = parse_images(images_bytes, str(images_path))
     labels = parse_labels(labels_bytes, str(labels_path))
     if len(images) != len(labels):
-        raise StageError(
+        raise LenetError(
             f"{labels_path}: {len(labels)} labels, expected {len(images)} "
             f"(one per image in {images_path})"
         )

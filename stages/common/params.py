@@ -1,253 +1,275 @@
-"""Read and validate one stage's params: exactly the keys ``dvc.yaml`` declares for it.
+"""params.yaml, typed and checked: a pydantic model per section, and each stage's share of it.
 
-DVC reruns a stage only when a param it *declares* changes. A stage that reads a param it
-does not declare would silently keep stale outputs (and ``dvc exp run -S`` would record
-stale metrics). So every stage gets its params only through :func:`load_stage_params`,
-which refuses a key the stage reads that ``dvc.yaml`` does not declare for it, and refuses
-a declared key the stage never reads or that ``params.yaml`` spells wrongly.
+Every rule a value must pass is written once, on its field below. ``params.schema.json`` is
+derived from the same models (``python -m stages.common.params`` rewrites it; a test keeps it
+current), and params.yaml names it, so an editor completes and checks params.yaml as you type.
 
-A stage says what it reads with a frozen dataclass: a :class:`StageParams` whose fields
-are the sections of ``params.yaml`` it reads (see :mod:`stages.common.param_sections`)::
+A stage reads its params with ``load_params("train")`` and gets only the keys ``dvc.yaml``
+declares for it: DVC reruns a stage only when a declared param changes, so a stage that read
+any other key would keep stale outputs. Reading one is an ``AttributeError``, never a value::
 
-    @dataclass(frozen=True)
-    class Params(StageParams):
-        train: TrainParams
+    params = load_params("plot")      # dvc.yaml: params: [train.seed, train.augment]
+    params.train.augment.max_shift    # -> 2.0
+    params.train.lr                   # AttributeError
 
-    params = load_stage_params("train", Params)
-    params.train.lr                 # -> 0.05
-    params.train.augment.max_shift  # -> 2.0
+A typo, a missing key or a bad value is one line naming the key and what is allowed:
+``params.yaml: train.lr must be greater than 0, got -1``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import json
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 from ruamel.yaml import YAML
 
-from stages.common.errors import StageError, first_line
-from stages.common.param_rules import PARAMS_FILE, Rule
-from stages.common.param_sections import build_section, flatten, is_section, section_spec
+from nn.init import SCHEMES as INITS
+from nn.lenet import ACTIVATIONS, POOLS
+from nn.loss import REDUCTIONS
+from nn.optim import OPTIMIZERS
+from nn.schedules import SCHEDULES
+from nn.training import MONITORS
+from stages.common.errors import LenetError, first_line
+from stages.common.paths import DVC_YAML, PARAMS
 
-DVC_FILE = "dvc.yaml"
+SCHEMA = Path("params.schema.json")
 
 
-def _yaml_load(path: Path) -> Any:
+class Section(BaseModel):
+    """A section of params.yaml: frozen; unknown keys, NaN, inf and silent conversions refused.
+
+    Strict: YAML's ``"0.05"`` is a string, not a number, and ``1.0`` is not an integer.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+    _as_read: Any = PrivateAttr(default=None)  # what params.yaml held, for check_unchanged
+
+
+def _pair(item_rule: Any) -> Any:
+    """Two integers (the YAML list ``[8, 24]``), each passing ``item_rule``."""
+    return Annotated[tuple[Annotated[int, item_rule], ...], Field(min_length=2, max_length=2, strict=False)]
+
+
+class NormalizeParams(Section):
+    """``normalize``: the validation split, and a size limit for small runs."""
+
+    val_size: int = Field(ge=1, description="training images held out (stratified by label) for validation")
+    seed: int = Field(ge=0, description="which images are held out")
+    limit: int = Field(ge=0, description="keep only the first N images of each source file (0: all); for tests")
+
+
+class EarlyStoppingParams(Section):
+    """``train.early_stopping``: the arguments of ``nn.training.EarlyStopping``."""
+
+    monitor: Literal[MONITORS] = Field(description="what chooses the best epoch")
+    patience: int = Field(ge=0, description="epochs without improvement before stopping; 0 switches it off")
+    min_delta: float = Field(ge=0, description="the least change that counts as an improvement")
+
+
+class AugmentParams(Section):
+    """``train.augment``: random distortions of training batches (``nn.augment``'s arguments)."""
+
+    max_shift: float = Field(ge=0, le=14, description="pixels; 0 switches it off")
+    max_rotation: float = Field(ge=0, le=180, description="degrees")
+    max_scale: float = Field(ge=0, lt=1, description="fraction")
+    elastic_alpha: float = Field(ge=0, le=100, description="Simard et al. 2003 distortion strength in pixels; 0: off")
+    elastic_sigma: float = Field(gt=0, le=28, description="smoothness of the elastic distortion, pixels")
+
+
+class TrainParams(Section):
+    """``train``: the whole training recipe. Option lists come from the ``nn`` modules."""
+
+    seed: int = Field(ge=0)
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(ge=1, le=60_000)
+    workers: int = Field(ge=1, le=64, description="processes sharing each batch, one core each")
+    init: Literal[INITS]
+    activation: Literal[ACTIVATIONS]
+    leaky_slope: float = Field(ge=0, lt=1)
+    pool: Literal[POOLS]
+    channels: _pair(Field(ge=1, le=1024)) = Field(description="feature maps of conv1, conv2 (LeNet-5: 6, 16)")
+    hidden: _pair(Field(ge=1, le=65_536)) = Field(description="units of the two hidden dense layers")
+    dropout: float = Field(ge=0, lt=1)
+    optimizer: Literal[OPTIMIZERS]
+    lr: float = Field(gt=0, le=10)
+    loss_reduction: Literal[REDUCTIONS] = Field(description="sum: each step is batch_size times larger")
+    momentum: float = Field(ge=0, lt=1)
+    nesterov: bool
+    weight_decay: float = Field(ge=0, lt=1, description="on weights only, never biases")
+    schedule: Literal[SCHEDULES]
+    warmup_epochs: float = Field(ge=0)
+    step_size: int = Field(ge=1, description="step schedule: epochs between decays")
+    gamma: float = Field(gt=0, le=1, description="step/exponential schedule: decay factor")
+    min_lr: float = Field(ge=0)
+    early_stopping: EarlyStoppingParams
+    augment: AugmentParams
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        """Rules that tie two params together."""
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            raise ValueError("train.nesterov needs train.momentum > 0 (got 0)")
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr must be <= train.lr ({self.lr}), got {self.min_lr}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"train.warmup_epochs must be < train.epochs ({self.epochs}), got {self.warmup_epochs}")
+        return self
+
+
+class EvaluateParams(Section):
+    """``evaluate``: how many test images go through the network at once (memory, not results)."""
+
+    batch_size: int = Field(ge=1, le=100_000)
+
+
+class Params(Section):
+    """The whole of params.yaml: one field per section."""
+
+    model_config = ConfigDict(title="params.yaml of the NumPy LeNet-5 pipeline")
+    normalize: NormalizeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def read_yaml(path: Path) -> Any:
     """YAML 1.2, as DVC reads it (so ``1e-3`` is a float here too)."""
     try:
         with open(path, encoding="utf-8") as handle:
             return YAML(typ="safe", pure=True).load(handle)
     except FileNotFoundError:
-        raise StageError(f"{path}: file not found (run from the repository root)") from None
+        raise LenetError(f"{path}: file not found (run from the repository root)") from None
     except Exception as error:  # ruamel's parse errors span many lines: keep the first
-        raise StageError(f"{path}: not valid YAML ({first_line(error)})") from None
+        raise LenetError(f"{path}: not valid YAML ({first_line(error)})") from None
 
 
-# --- which keys a stage may read --------------------------------------------------------
-
-
-def declared_params(stage: str, root: Path | str = ".") -> list[str]:
-    """The dotted ``params.yaml`` keys (or whole sections) ``dvc.yaml`` declares for ``stage``.
-
-    Parameters
-    ----------
-    stage : str
-        The stage's name in ``dvc.yaml``.
-    root : Path or str, default "."
-        The directory holding ``dvc.yaml``.
-
-    Returns
-    -------
-    list of str
-        As ``dvc.yaml`` lists them: ``["train.seed", "train.augment"]``.
-
-    Raises
-    ------
-    StageError
-        If ``dvc.yaml`` has no such stage, or it declares params from another file.
-    """
-    dvc = _yaml_load(Path(root) / DVC_FILE) or {}
-    stages = dvc.get("stages", {})
+def declared_params(stage: str, root: Path = Path(".")) -> list[str]:
+    """The dotted keys (or whole sections) of params.yaml that ``dvc.yaml`` declares for ``stage``."""
+    stages = (read_yaml(root / DVC_YAML) or {}).get("stages", {})
     if stage not in stages:
-        raise StageError(f"{DVC_FILE}: no stage named {stage!r}")
+        raise LenetError(f"{DVC_YAML}: no stage named {stage!r}")
     declared = []
-    for entry in stages[stage].get("params", []) or []:
-        if isinstance(entry, str):
-            declared.append(entry)
-        elif isinstance(entry, dict) and PARAMS_FILE in entry:
-            declared.extend(entry[PARAMS_FILE])
-        else:
-            raise StageError(f"{DVC_FILE}: stage {stage} declares params from another file: {entry!r}")
+    for entry in stages[stage].get("params") or []:
+        if isinstance(entry, dict) and list(entry) == [str(PARAMS)]:
+            entry = entry[str(PARAMS)]
+        declared.extend([entry] if isinstance(entry, str) else entry)
     return declared
 
 
-def _covered(key: str, declared: tuple[str, ...]) -> bool:
-    """Whether ``key`` is one of the ``declared`` keys or lies in a declared section."""
-    return any(key == d or key.startswith(d + ".") for d in declared)
+def _share(model: type[Section], keys: list[str], stage: str, prefix: str = "") -> type[Section]:
+    """The part of ``model`` that the dotted ``keys`` name, as a model of its own.
 
-
-def _lookup(tree: dict, key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise StageError(f"{PARAMS_FILE}: missing param {key}")
-        node = node[part]
-    return node
-
-
-def _declared_values(tree: dict, declared: tuple[str, ...]) -> dict[str, Any]:
-    """The values under the ``declared`` keys or sections of ``tree``, flattened."""
-    present = {}
-    for section in declared:
-        present.update(flatten(_lookup(tree, section), section))
-    return present
-
-
-# --- what a stage reads, and what params.yaml held when it read it ------------------------
-
-
-@dataclass(frozen=True)
-class PinnedParams:
-    """The declared keys of ``params.yaml`` as a stage read them, to see whether they changed.
-
-    Parameters
-    ----------
-    path : Path
-        The ``params.yaml`` read.
-    declared : tuple of str
-        The keys and sections ``dvc.yaml`` declares for the stage.
-    values : dict
-        What ``path`` held under them, flattened to dotted keys, before any rule.
+    A key naming a whole section gets that section's own model, with its cross-field rules.
     """
-
-    path: Path
-    declared: tuple[str, ...]
-    values: dict[str, Any]
-
-    def changed(self) -> bool:
-        """Whether ``path`` holds other values now (or can no longer be read)."""
-        try:
-            return _declared_values(_yaml_load(self.path) or {}, self.declared) != self.values
-        except StageError:
-            return True
-
-
-@dataclass(frozen=True)
-class StageParams:
-    """Base of a stage's params: each field a subclass adds is one section it reads.
-
-    Parameters
-    ----------
-    pinned : PinnedParams or None, keyword-only
-        What ``params.yaml`` held when :func:`load_stage_params` read it (``None`` for an
-        object made by hand: nothing to check).
-    """
-
-    pinned: PinnedParams | None = field(default=None, kw_only=True, repr=False, compare=False)
-
-    def check_unchanged(self) -> None:
-        """Raise StageError if params.yaml no longer holds the values this stage read.
-
-        Called just before a stage swaps its outputs in (:mod:`stages.common.outputs`): DVC
-        records the params it finds *after* the stage ends, so an edit made meanwhile (a
-        ``dvc exp run -S`` refused by the repro lock still rewrites params.yaml) would be
-        recorded for outputs made with the old values.
-
-        Raises
-        ------
-        StageError
-            ``params.yaml changed while this stage ran; run again``.
-        """
-        if self.pinned is not None and self.pinned.changed():
-            raise StageError(f"{PARAMS_FILE} changed while this stage ran; run again")
+    if "" in keys:
+        return model
+    fields: dict[str, Any] = {}
+    for head in dict.fromkeys(key.partition(".")[0] for key in keys):
+        field = model.model_fields.get(head)
+        if field is None:
+            raise LenetError(f"{DVC_YAML}: stage {stage} declares {prefix}{head}, a param no rule of "
+                             f"{PARAMS} knows")
+        rest = [key.partition(".")[2] for key in keys if key.partition(".")[0] == head]
+        if all(rest):
+            fields[head] = (_share(field.annotation, rest, stage, f"{prefix}{head}."), ...)
+        else:
+            fields[head] = (field.annotation, field)
+    return create_model(f"{model.__name__}Share", __base__=Section, **fields)
 
 
-StageParamsT = TypeVar("StageParamsT", bound=StageParams)
+def _values(tree: Any, keys: list[str]) -> dict:
+    """The nested values under ``keys`` (dotted) of ``tree``; absent keys stay absent."""
+    picked: dict = {}
+    for key in keys:
+        node, target, parts = tree, picked, key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            target = target.setdefault(part, {})
+        if isinstance(node, dict) and parts[-1] in node:
+            target[parts[-1]] = node[parts[-1]]
+    return picked
 
 
-def sections(params_class: type[StageParams]) -> dict[str, type]:
-    """The sections a stage reads: the fields its class adds to :class:`StageParams`.
-
-    Parameters
-    ----------
-    params_class : type
-        A :class:`StageParams` subclass.
-
-    Returns
-    -------
-    dict
-        ``{"train": TrainParams}``: each section's name in ``params.yaml`` and its dataclass.
-
-    Raises
-    ------
-    TypeError
-        If a field is not a section (a dataclass): a mistake in the code.
-    """
-    base = {f.name for f in fields(StageParams)}
-    kinds = get_type_hints(params_class)
-    found = {f.name: kinds[f.name] for f in fields(params_class) if f.name not in base}
-    for name, kind in found.items():
-        if not is_section(kind):
-            raise TypeError(f"{params_class.__name__}.{name}: a stage reads sections (dataclasses), got {kind!r}")
-    return found
+def _one_line(error: ValidationError) -> str:
+    """pydantic's first complaint, as ``params.yaml: <key> <what was expected>, got <value>``."""
+    problem = error.errors()[0]
+    key = ".".join(str(part) for part in problem["loc"] if isinstance(part, str))
+    key += "".join(f"[{part}]" for part in problem["loc"] if isinstance(part, int))
+    if problem["type"] == "extra_forbidden":
+        return f"{PARAMS}: unknown param {key}"
+    if problem["type"] == "missing":
+        return f"{PARAMS}: missing param {key}"
+    if problem["type"] == "value_error":  # a cross-field rule: its message names the keys
+        return f"{PARAMS}: {problem['msg'].removeprefix('Value error, ')}"
+    expected = problem["msg"].replace("Input should be", "must be", 1).replace(" after validation", "")
+    expected = expected.replace("Tuple should have", "must have", 1)  # a list of YAML: our pairs
+    return f"{PARAMS}: {key} {expected}, got {problem['input']!r}"
 
 
-def stage_spec(params_class: type[StageParams]) -> dict[str, Rule]:
-    """Every param a stage reads, under its dotted key, with its rule, in field order.
-
-    For the evaluate stage's ``Params``: ``{"evaluate.batch_size": Int(min=1, max=100000),
-    "train.seed": Int(min=0), ...}``, the spec its section dataclasses stand for.
-    """
-    return {key: rule for name, kind in sections(params_class).items()
-            for key, rule in section_spec(kind, name).items()}
-
-
-def load_stage_params(stage: str, params_class: type[StageParamsT], root: Path | str = ".") -> StageParamsT:
-    """Validate and return the params ``stage`` reads, as declared in ``dvc.yaml``.
+def load_params(stage: str, root: Path = Path(".")) -> Section:
+    """Validate and return the params ``stage`` reads: the keys ``dvc.yaml`` declares for it.
 
     Parameters
     ----------
     stage : str
         The stage's name in ``dvc.yaml``.
-    params_class : type
-        The stage's :class:`StageParams` subclass; its sections' fields say which keys the
-        stage reads and the rule each value must pass.
-    root : Path or str, default "."
+    root : Path, default "."
         The directory holding ``dvc.yaml`` and ``params.yaml``.
 
     Returns
     -------
-    params_class
-        Frozen, every section filled from ``params.yaml``, and pinned for
-        :meth:`StageParams.check_unchanged`.
+    Section
+        Frozen; one attribute per declared section (``params.train.lr``), nothing else.
 
     Raises
     ------
-    StageError
-        One line, when: the stage reads a key ``dvc.yaml`` does not declare for it;
-        ``dvc.yaml`` declares a key the stage never reads; ``params.yaml`` has a key under a
-        declared section that the stage does not know (a typo), or lacks one it reads; or a
-        value breaks its rule.
+    LenetError
+        One line, for a typo, a missing key or a value that breaks its rule.
     """
-    root = Path(root)
-    spec = stage_spec(params_class)
-    declared = tuple(declared_params(stage, root))
-    undeclared = [key for key in spec if not _covered(key, declared)]
-    if undeclared:
-        raise StageError(
-            f"{DVC_FILE}: stage {stage} reads {', '.join(undeclared)} but does not declare "
-            "it under params (DVC would not rerun the stage when it changes)"
-        )
-    unread = [d for d in declared if not any(_covered(key, (d,)) for key in spec)]
-    if unread:
-        raise StageError(f"{DVC_FILE}: stage {stage} declares {', '.join(unread)} but never reads it")
+    declared = declared_params(stage, root)
+    model = _share(Params, declared, stage)
+    as_read = _values(read_yaml(root / PARAMS) or {}, declared)
+    try:
+        params = model.model_validate(as_read)
+    except ValidationError as error:
+        raise LenetError(_one_line(error)) from None
+    params._as_read = (root / PARAMS, declared, as_read)
+    return params
 
-    tree = _yaml_load(root / PARAMS_FILE) or {}
-    present = _declared_values(tree, declared)
-    unknown = sorted(key for key in present if key not in spec)
-    if unknown:
-        raise StageError(f"{PARAMS_FILE}: unknown param {unknown[0]} (stage {stage} knows: {', '.join(spec)})")
-    values = {key: rule.check(key, _lookup(tree, key)) for key, rule in spec.items()}
-    read = {name: build_section(kind, values, name) for name, kind in sections(params_class).items()}
-    return params_class(**read, pinned=PinnedParams(root / PARAMS_FILE, declared, present))
+
+def check_unchanged(params: Section) -> None:
+    """Raise LenetError if params.yaml no longer holds the values ``params`` was read from.
+
+    A stage calls it before its outputs go in place: DVC records the params it finds *after*
+    a stage ends, so an edit made meanwhile would be recorded for outputs made without it.
+    """
+    path, declared, as_read = params._as_read
+    try:
+        unchanged = _values(read_yaml(path) or {}, declared) == as_read
+    except LenetError:
+        unchanged = False
+    if not unchanged:
+        raise LenetError(f"{PARAMS} changed while this stage ran; run again")
+
+
+def dotted(section: BaseModel, prefix: str) -> dict[str, Any]:
+    """A section's values under their dotted params.yaml keys: ``{"train.augment.max_shift": 2.0}``."""
+    flat: dict[str, Any] = {}
+    for name, value in section:
+        key = f"{prefix}.{name}"
+        flat.update(dotted(value, key) if isinstance(value, BaseModel) else {key: value})
+    return flat
+
+
+def schema_text() -> str:
+    """The JSON Schema of params.yaml, as committed in ``params.schema.json``."""
+    return json.dumps(Params.model_json_schema(), indent=2) + "\n"
+
+
+if __name__ == "__main__":  # python -m stages.common.params: rewrite params.schema.json
+    SCHEMA.write_text(schema_text(), encoding="utf-8")
+    print(f"wrote {SCHEMA}")
