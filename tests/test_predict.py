@@ -214,28 +214,32 @@ def copy_model(small_model: Path, directory: Path) -> Path:
     return directory
 
 
-def change_weight(name: str, value: float):
+def change_weight(name: str, value: float, everywhere: bool = False):
+    """Damage: one value of the weight ``name`` (or all of them) set to ``value``."""
     def damage(directory: Path) -> None:
         with np.load(directory / "model.npz") as archive:
             state = {key: archive[key] for key in archive.files}
-        state[name] = np.full_like(state[name], value) if abs(value) > 1e3 else state[name]
-        state[name].flat[3] = value
+        if everywhere:
+            state[name][...] = value
+        else:
+            state[name].flat[3] = value
         with open(directory / "model.npz", "wb") as handle:
             write_npz(handle, state)
     return damage
 
 
 def change_json(name: str, text: str):
+    """Damage: ``text`` (JSON members) added to the object in ``name``; a repeated key takes its new value."""
     def damage(directory: Path) -> None:
         values = json.loads((directory / name).read_text())
-        (directory / name).write_text(json.dumps(values)[:-1] + ", " + text + "}")  # later keys win
+        (directory / name).write_text(json.dumps(values)[:-1] + ", " + text + "}")
     return damage
 
 
 BROKEN_MODELS = {
     "NaN weight": (change_weight("fc2.weight", np.nan), "model.npz: NaN or infinite values in fc2.weight"),
     "infinite weight": (change_weight("conv1.weight", -np.inf), "model.npz: NaN or infinite values in conv1.weight"),
-    "weights that overflow": (change_weight("fc3.weight", 1e38), "the model's probabilities are NaN"),
+    "weights that overflow": (change_weight("fc3.weight", 1e38, everywhere=True), "the model's probabilities are NaN"),
     "NaN leaky_slope": (change_json("model.json", '"leaky_slope": NaN'),
                         "model.json: leaky_slope: input should be a finite number, got nan"),
     "std of 1e-300": (change_json("preprocessing.json", '"std": 1e-300'),
