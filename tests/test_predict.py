@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import nn
 from lenet.preprocess import mnist_pixels
 from stages.common.model_files import normalize_pixels
 from stages.common.model_files import read_model
