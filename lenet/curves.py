@@ -5,13 +5,10 @@ from __future__ import annotations
 import csv
 import io
 
-import matplotlib
+from matplotlib.figure import Figure  # the object API: no pyplot, no backend, no global state
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from stages.common.errors import LenetError  # noqa: E402
+from stages.common.errors import LenetError
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "train_accuracy", "val_accuracy")
 LINES = {"train": ":", "val": "-"}  # one line style per split, one colour per revision
@@ -43,7 +40,7 @@ def parse_history(text: str, source: str) -> dict[str, list[float]]:
         raise LenetError(f"{source}: not numeric ({error})") from None
 
 
-def curves_figure(histories: dict[str, dict[str, list[float]]]):
+def curves_figure(histories: dict[str, dict[str, list[float]]]) -> Figure:
     """Loss (left) and accuracy (right) per epoch: each revision in its colour, val solid, train dotted.
 
     Parameters
@@ -57,7 +54,8 @@ def curves_figure(histories: dict[str, dict[str, list[float]]]):
     matplotlib.figure.Figure
         Legend labels read ``<revision> <split>``, e.g. ``main val``.
     """
-    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    loss, accuracy = figure.subplots(1, 2)
     for colour, (name, history) in zip(("tab:blue", "tab:orange", "tab:green"), histories.items()):
         for split, style in LINES.items():
             for axes, metric in ((loss, "loss"), (accuracy, "accuracy")):

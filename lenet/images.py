@@ -9,6 +9,9 @@ pixel count is checked *before* anything is decoded: a small file claiming a hug
 from __future__ import annotations
 
 import io
+import os
+import stat
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,7 +20,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-MAX_PIXELS = 25_000_000  # 5000 x 5000: a phone photo fits; classifying one took 250 MB and 0.75 s
+MAX_PIXELS = 25_000_000  # 5000 x 5000: a phone photo fits (README: memory and time it takes)
+MAX_ASPECT = 100  # a longer side over 100 times the shorter is a strip, not a picture of a digit
+ROW_PIXELS = 1 << 20  # 16-bit images are scaled to 8 bits about this many pixels at a time
+# Pillow warns above its own limit (89 Mpx) before ours refuses on the header: our line suffices.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageError(ValueError):
@@ -63,50 +70,71 @@ def decode(data: bytes | BinaryIO, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                          f"more than the limit of {max_pixels:,}; scale it down first")
     if width == 0 or height == 0:
         raise ImageError(f"image is {width}x{height}: no pixels")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"image is {width}x{height}: one side is over {MAX_ASPECT} times the other, "
+                         "a strip rather than a picture of one digit")
     try:
         image.load()  # decodes; a truncated file fails here
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # a copy only when there is something to turn
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(f"cannot decode the {image.format} image ({error}); truncated or corrupt?") from None
     # Palette, 16-bit, CMYK, ...: bring every mode to one of the four grey/colour layouts.
     has_alpha = "A" in image.getbands() or "transparency" in image.info
     if image.mode not in ("L", "LA", "RGB", "RGBA"):
         if image.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit / float grey: scale to 8 bits
-            values = np.asarray(image, dtype=np.float64)
-            top = values.max() if values.max() > 255 else 255
-            return np.round(np.clip(values / top, 0, 1) * 255).astype(np.uint8)
+            values = np.asarray(image)
+            top, gray = max(float(values.max()), 255.0), np.empty(values.shape, dtype=np.uint8)
+            rows = max(1, ROW_PIXELS // width)  # a few MB of float64 at a time, not 8 bytes per pixel
+            for start in range(0, height, rows):
+                gray[start:start + rows] = np.round(np.clip(values[start:start + rows] / top, 0, 1) * 255)
+            return gray
         image = image.convert("RGBA" if has_alpha else "RGB")
     return np.asarray(image, dtype=np.uint8)
+
+
+NOT_FILES = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+             stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def _refuse_unless_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"is {NOT_FILES.get(stat.S_IFMT(mode), 'not a regular file')}, expected an image file")
 
 
 def read(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read and :func:`decode` the image file at ``path``.
 
+    Only a regular file is opened (links followed): a FIFO would block the read forever and
+    a device (``/dev/zero``) never ends, so both are refused by their type, before opening
+    and again on the opened file (in case one was swapped in between).
+
     Raises
     ------
     ImageError
-        The file is missing, unreadable, a directory or not a usable image.
+        The file is missing, unreadable, not a regular file or not a usable image.
     """
     try:
-        with open(path, "rb") as handle:
+        _refuse_unless_regular(os.stat(path).st_mode)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO swapped in: no wait
+        with open(descriptor, "rb") as handle:
+            _refuse_unless_regular(os.fstat(descriptor).st_mode)
             return decode(handle, max_pixels)
     except FileNotFoundError:
         raise ImageError("file not found") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory, expected an image file") from None
-    except OSError as error:  # unreadable (permissions, I/O); decoding errors are ImageErrors
+    except OSError as error:  # unreadable (permissions, I/O, link loops); decoding errors are ImageErrors
         raise ImageError(f"cannot read ({error.strerror or error})") from None
 
 
 def expand(paths: list[Path]) -> list[Path]:
-    """Files given, with each directory replaced by its image files (by suffix, sorted).
+    """Files given, with each directory replaced by its entries named like images (sorted).
 
-    A path that does not exist is kept, so that the caller reports it.
+    Entries are kept whatever they are but directories (a FIFO, a broken link), and so is
+    a path that does not exist: :func:`read` says what is wrong with each, on its own line.
     """
     files = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES))
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and not p.is_dir()))
         else:
             files.append(path)
     return files

@@ -2,13 +2,15 @@
 
 Each image (PNG, JPEG, BMP or GIF; any size, colour or grey, dark ink on light paper or
 light ink on dark) is preprocessed the way MNIST was made (:mod:`lenet.preprocess`) and
-classified; one line per file gives the digit and the top-3 probabilities, or what is wrong
-with the file. Bad files do not stop the others; any bad file makes the exit code 1.
+classified; one line per file gives the digit and the top-3 probabilities (and ``unsure:
+<why>`` when the answer should not be trusted), or what is wrong with the file. Bad files do
+not stop the others; any bad file makes the exit code 1. A broken model stops the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,13 +24,24 @@ from stages.common.outputs import atomic_write
 from stages.common.errors import LenetError
 
 
+def shown(path: Path) -> str:
+    """``path`` as printable text on one line, whatever its bytes.
+
+    Control characters (newlines, terminal escapes) are escaped as ``\\n``, ``\\x1b``;
+    bytes that are not UTF-8 appear as ``\\xff``: one file can never split or fake a line.
+    """
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _line(path: Path, prediction: Prediction) -> str:
     top = "  ".join(f"{digit}: {p:6.1%}" for digit, p in prediction.top(3))
-    return f"{path}: {prediction.digit}    ({top})"
+    unsure = f"    unsure: {prediction.unsure}" if prediction.unsure else ""
+    return f"{shown(path)}: {prediction.digit}    ({top}){unsure}"
 
 
 def _record(path: Path, prediction: Prediction) -> dict:
-    return {"file": str(path), "digit": prediction.digit,
+    return {"file": shown(path), "digit": prediction.digit, "unsure": prediction.unsure,
             "top3": [{"digit": d, "probability": p} for d, p in prediction.top(3)],
             "probabilities": [float(p) for p in prediction.probabilities]}
 
@@ -62,16 +75,16 @@ def main(
     for path in paths:
         found = expand([path])
         if path.is_dir() and not found:
-            print(f"error: {path}: directory holds no .png/.jpg/.jpeg/.bmp/.gif files", file=sys.stderr)
-            records.append({"file": str(path), "error": "directory holds no image files"})
+            print(f"error: {shown(path)}: directory holds no .png/.jpg/.jpeg/.bmp/.gif files", file=sys.stderr)
+            records.append({"file": shown(path), "error": "directory holds no image files"})
             failed += 1
         files.extend(found)
     for path in files:
         try:
             prediction = classifier.classify(read(path, max_pixels))
         except (ImageError, NoDigit) as error:
-            print(f"error: {path}: {error}", file=sys.stderr)
-            records.append({"file": str(path), "error": str(error)})
+            print(f"error: {shown(path)}: {error}", file=sys.stderr)
+            records.append({"file": shown(path), "error": str(error)})
             failed += 1
             continue
         if save_input is not None:

@@ -16,6 +16,7 @@ with the mean and std stored beside the model, so training and prediction cannot
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from stages.common.model_files import normalize_pixels
 
@@ -26,11 +27,20 @@ MIN_CONTRAST = 0.1  # an image whose pixels all lie within this of the backgroun
 
 # ITU-R BT.601 luma, as Pillow's convert("L") and MNIST-era scanners use.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-ROWS_PER_BAND = 256
+MARK_LEVEL = 64  # of 255: fainter, anti-aliased edges do not join two marks
+# Pixels per step of the whole-image passes: their temporaries stay a few MB whatever the shape.
+CHUNK = 1 << 20
+# fit_box averages crops down by whole factors until they are within this many times the box.
+REDUCING_GAP = 64
 
 
 class NoDigit(ValueError):
     """The image holds no ink: every pixel is (close to) the background."""
+
+
+def _chunks(flat: np.ndarray):
+    """Consecutive views of at most ``CHUNK`` elements (rows of a 2-D ``flat``)."""
+    return (flat[start:start + CHUNK] for start in range(0, len(flat), CHUNK))
 
 
 def grayscale(pixels: np.ndarray) -> np.ndarray:
@@ -39,33 +49,34 @@ def grayscale(pixels: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     pixels : uint8 (H, W) grey, (H, W, 2) grey + alpha, (H, W, 3) RGB or (H, W, 4) RGBA
-        The image as decoded. Transparent pixels are composited onto white (as a viewer
-        shows them).
+        The image as decoded. Transparent pixels are composited onto white, as a viewer
+        shows them; or onto black when the visible pixels are mostly light (white ink on a
+        transparent background, which white would hide).
 
     Returns
     -------
     gray : (H, W) float32
-        In [0, 1].
+        In [0, 1]. The only full-size array made: the passes go ``CHUNK`` pixels at a time.
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
         raise ValueError(f"pixels must be uint8, got {pixels.dtype}")
-    if pixels.ndim == 2:
-        return pixels.astype(np.float32) / 255
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 2, 3, 4)):
         raise ValueError(f"pixels must be (H, W) or (H, W, 1-4), got {pixels.shape}")
-    channels = pixels.shape[2]
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
     gray = np.empty(pixels.shape[:2], dtype=np.float32)
-    # A band of rows at a time: a 25-megapixel photo never needs a float copy of all its channels.
-    for start in range(0, len(pixels), ROWS_PER_BAND):
-        band = pixels[start:start + ROWS_PER_BAND]
-        out = gray[start:start + ROWS_PER_BAND]
-        out[:] = band[..., :3].astype(np.float32) @ LUMA if channels >= 3 else band[..., 0]
+    bands = list(zip(_chunks(np.ascontiguousarray(pixels).reshape(-1, channels)), _chunks(gray.reshape(-1))))
+    visible = covered = 0.0  # alpha-weighted grey and alpha, summed
+    for band, out in bands:
+        out[:] = band[:, :3].astype(np.float32) @ LUMA if channels >= 3 else band[:, 0]
         out /= 255
-        if channels in (2, 4):  # alpha: blend with white
-            alpha = band[..., -1].astype(np.float32) / 255
+        if channels in (2, 4):
+            alpha = band[:, -1].astype(np.float32) / 255
             out *= alpha
-            out += 1 - alpha
+            visible, covered = visible + float(out.sum(dtype=np.float64)), covered + float(alpha.sum(dtype=np.float64))
+    if channels in (2, 4) and not (covered and visible / covered > 0.5):  # onto white
+        for band, out in bands:
+            out += 1 - band[:, -1].astype(np.float32) / 255
     return gray
 
 
@@ -81,7 +92,8 @@ def ink(gray: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     gray : (H, W) float
-        In [0, 1], from :func:`grayscale`.
+        In [0, 1], from :func:`grayscale`. Overwritten when it is a C-contiguous float32
+        array: a 25-megapixel photo needs no second full-size copy.
 
     Returns
     -------
@@ -93,18 +105,27 @@ def ink(gray: np.ndarray) -> np.ndarray:
     NoDigit
         If no pixel differs from the background by ``MIN_CONTRAST`` or more.
     """
-    gray = np.asarray(gray, dtype=np.float32)
+    gray = np.ascontiguousarray(gray, dtype=np.float32)
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"gray must be a non-empty (H, W) array, got {gray.shape}")
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
-    signal = background - gray if background > 0.5 else gray - background
-    strongest = float(signal.max())
+    # The outermost pixels, each once (a one-pixel strip is all border), median taken in place.
+    border = (np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]]) if min(gray.shape) > 1
+              else gray.ravel().copy())
+    background = float(np.median(border, overwrite_input=True))
+    strongest = 0.0
+    for chunk in _chunks(gray.reshape(-1)):
+        if background > 0.5:
+            np.subtract(background, chunk, out=chunk)
+        else:
+            chunk -= background
+        strongest = max(strongest, float(chunk.max()))
     if strongest < MIN_CONTRAST:
         raise NoDigit(f"no digit: every pixel is within {MIN_CONTRAST:.0%} of the background's grey level")
-    signal /= strongest  # in place: large photos need no second full-size copy
-    signal[signal < INK_THRESHOLD] = 0
-    return np.minimum(signal, 1, out=signal)
+    for chunk in _chunks(gray.reshape(-1)):
+        chunk /= strongest
+        chunk[chunk < INK_THRESHOLD] = 0
+        np.minimum(chunk, 1, out=chunk)
+    return gray
 
 
 def crop_to_ink(ink_image: np.ndarray) -> np.ndarray:
@@ -126,34 +147,37 @@ def crop_to_ink(ink_image: np.ndarray) -> np.ndarray:
     return ink_image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
 
 
-def resample_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """Weights that resize one axis with a linear (triangle) filter, anti-aliased.
+def float_image(values: np.ndarray) -> Image.Image:
+    """A Pillow ``F`` (float32) image of ``values``, copied a few rows at a time.
 
-    Output pixel ``i`` is centred at input coordinate ``c = (i + 0.5) * size_in / size_out - 0.5``
-    and averages the input pixels ``j`` with weights ``max(0, 1 - |j - c| / s)``, where the
-    support ``s = max(1, size_in / size_out)`` widens when shrinking so that every input pixel
-    contributes (no aliasing: thin strokes never vanish); weights are normalized to sum 1.
+    ``Image.fromarray`` of a cropped (strided) array would first copy it whole to bytes;
+    row by row, the only full-size copy is Pillow's own.
 
     Parameters
     ----------
-    size_in, size_out : int
-        Pixels along the axis before and after.
+    values : (h, w) float
 
     Returns
     -------
-    weights : (size_out, size_in) float32
-        ``weights @ column`` resizes a column.
+    PIL.Image.Image
+        Mode ``F``, size ``(w, h)``.
     """
-    scale = size_in / size_out
-    support = max(1.0, scale)
-    centres = (np.arange(size_out) + 0.5) * scale - 0.5
-    distance = np.abs(np.arange(size_in)[None, :] - centres[:, None]) / support
-    weights = np.maximum(0.0, 1.0 - distance)
-    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    h, w = values.shape
+    image = Image.new("F", (w, h))
+    rows = max(1, CHUNK // w)
+    for top in range(0, h, rows):
+        image.paste(Image.fromarray(np.ascontiguousarray(values[top:top + rows], dtype=np.float32)), (0, top))
+    return image
 
 
 def fit_box(crop: np.ndarray, box: int = BOX) -> np.ndarray:
     """Scale a digit so its longer side is ``box`` pixels, keeping its aspect ratio.
+
+    Pillow's bilinear resize: a triangle filter whose support widens with the shrink factor,
+    so every input pixel contributes (anti-aliased: thin strokes never vanish). Crops over
+    ``REDUCING_GAP`` times the box are first averaged down by a whole factor
+    (``Image.reduce``), which keeps the filter's weights, and so the memory, small whatever
+    the crop's shape.
 
     Parameters
     ----------
@@ -169,8 +193,9 @@ def fit_box(crop: np.ndarray, box: int = BOX) -> np.ndarray:
     """
     h, w = crop.shape
     scale = box / max(h, w)
-    out_h, out_w = max(1, round(h * scale)), max(1, round(w * scale))
-    return resample_matrix(h, out_h) @ crop.astype(np.float32) @ resample_matrix(w, out_w).T
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = float_image(crop).resize(size, Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
+    return np.asarray(resized, dtype=np.float32)
 
 
 def center_by_mass(digit: np.ndarray, field: int = FIELD) -> np.ndarray:
@@ -231,6 +256,36 @@ def mnist_pixels(pixels: np.ndarray) -> np.ndarray:
     """
     canvas = center_by_mass(fit_box(crop_to_ink(ink(grayscale(pixels)))))
     return np.round(np.clip(canvas, 0, 1) * 255).astype(np.uint8)
+
+
+def marks_side_by_side(digit: np.ndarray) -> int:
+    """How many marks at least half the ink's height stand side by side, parted by blank columns.
+
+    Two digits written next to each other (``12``) make 2; one digit makes 1, with or
+    without a stray speck or a short detached stroke (the flag of a 5).
+
+    Parameters
+    ----------
+    digit : (28, 28) uint8
+        From :func:`mnist_pixels`.
+
+    Returns
+    -------
+    int
+        0 for a blank digit.
+    """
+    inked = digit >= MARK_LEVEL
+    rows = np.flatnonzero(inked.any(axis=1))
+    if rows.size == 0:
+        return 0
+    # Runs of inked columns: where the column profile steps up (starts) and down (ends).
+    steps = np.flatnonzero(np.diff(np.concatenate([[0], inked.any(axis=0), [0]]).astype(np.int8)))
+    tall = 0
+    for start, end in zip(steps[::2], steps[1::2]):
+        run_rows = np.flatnonzero(inked[:, start:end].any(axis=1))
+        if 2 * (run_rows[-1] - run_rows[0] + 1) >= rows[-1] - rows[0] + 1:
+            tall += 1
+    return tall
 
 
 def model_input(digit: np.ndarray, mean: float, std: float) -> np.ndarray:

@@ -5,26 +5,62 @@ that changed, every metric with its change, the test accuracy in words, the clas
 recall moved by more than ``--recall-threshold`` points, and the loss and accuracy curves of
 both revisions on one chart (``curves.png``). Writes ``report.md`` and the chart to ``--out``
 and prints the Markdown. Run it from the repository root, after ``dvc repro``.
+
+A revision without metrics is reported as such; one whose metrics or params cannot be read
+(corrupt JSON or YAML, a test accuracy that is not a number) is an error naming the
+revision and the file: a broken baseline never reads as "no baseline".
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from ruamel.yaml import YAML, YAMLError
 
 from lenet import revisions
 from lenet.curves import curves_figure, parse_history
-from stages.common.errors import LenetError
+from stages.common.errors import LenetError, first_line
 from stages.common.outputs import atomic_write
-from stages.common.paths import CONFUSION, EVAL_METRICS, HISTORY, PER_CLASS
+from stages.common.paths import CONFUSION, EVAL_METRICS, HISTORY, PARAMS, PER_CLASS, TRAIN_METRICS
 
 CHART = "curves.png"
 REPORT = "report.md"
 MISSING = "—"
+
+
+def check_readable(revision: str | None, name: str) -> None:
+    """Raise unless every params and metrics file the report compares that ``revision`` holds can be read.
+
+    A file it does not hold is fine: the report says so. ``name`` is how the error names the revision.
+
+    Raises
+    ------
+    LenetError
+        ``could not read <name>:<file>: <reason>`` for a file that is there but does not
+        parse, or a ``test_accuracy`` that is not a number.
+    """
+    yaml = YAML(typ="safe", pure=True)  # YAML 1.2, as DVC reads params.yaml
+    for path, parse in ((PARAMS, yaml.load), (EVAL_METRICS, json.loads), (TRAIN_METRICS, json.loads)):
+        text = revisions.read_file(revision, path)
+        if text is None:
+            continue
+        try:
+            values = parse(text)
+        except (ValueError, YAMLError) as error:
+            mark = getattr(error, "problem_mark", None)  # YAML's first line says what it parsed, not what failed
+            reason = f"{error.problem} (line {mark.line + 1})" if mark else first_line(error)
+            raise LenetError(f"could not read {name}:{path.as_posix()}: {reason}") from None
+        accuracy = values.get("test_accuracy") if isinstance(values, dict) else None
+        if path == EVAL_METRICS and (isinstance(accuracy, bool) or not isinstance(accuracy, (int, float))
+                                     or not math.isfinite(accuracy)):
+            raise LenetError(f"could not read {name}:{path.as_posix()}: test_accuracy is {accuracy!r}, "
+                             "expected a number")
 
 
 def percent(value: float) -> str:
@@ -135,22 +171,34 @@ def chart_section(drawn: list[str], missing: list[str], chart_url: str | None) -
     return "\n\n".join(lines)
 
 
-def scores_diff(base: str, rev: str | None) -> dict:
+def scores_diff(base: tuple[str, str], rev: tuple[str, str | None]) -> dict:
     """The test set's size and each digit's recall at both revisions, as DVC's diffs give metrics.
 
     ``{"test_images": {"old": 10000, "new": 10000}, "per_class.3.recall": {"old": ..., "new": ...}}``,
     from metrics/confusion.csv and metrics/per_class.csv (plots, not metrics: see dvc.yaml).
+    ``base`` and ``rev`` are ``(name, commit)``; a commit of None is the workspace.
+
+    Raises
+    ------
+    LenetError
+        ``could not read <name>:<file>: <reason>`` for a file that is there but malformed.
     """
     sides = {}
-    for side, revision in (("old", base), ("new", rev)):
+    for side, (name, revision) in (("old", base), ("new", rev)):
         found = {}
-        confusion = revisions.read_file(revision, CONFUSION)
-        if confusion is not None:
-            found["test_images"] = sum(int(row["count"]) for row in csv.DictReader(io.StringIO(confusion)))
-        per_class = revisions.read_file(revision, PER_CLASS)
-        if per_class is not None:
-            found |= {f"per_class.{row['digit']}.recall": float(row["recall"])
-                      for row in csv.DictReader(io.StringIO(per_class))}
+        for path in (CONFUSION, PER_CLASS):
+            text = revisions.read_file(revision, path)
+            if text is None:
+                continue
+            try:
+                rows = list(csv.DictReader(io.StringIO(text)))
+                if path == CONFUSION:
+                    found["test_images"] = sum(int(row["count"]) for row in rows)
+                else:
+                    found |= {f"per_class.{int(row['digit'])}.recall": float(row["recall"]) for row in rows}
+            except (KeyError, TypeError, ValueError) as error:
+                raise LenetError(f"could not read {name}:{path.as_posix()}: {first_line(error)!s}, "
+                                 "expected the evaluate stage's columns") from None
         sides[side] = found
     return {key: {"old": sides["old"].get(key), "new": sides["new"].get(key)}
             for key in dict.fromkeys([*sides["old"], *sides["new"]])}
@@ -189,15 +237,16 @@ def main(
     """Write the review report of --rev (or the workspace) against --base to --out and print it."""
     if not Path("dvc.yaml").exists():
         raise LenetError("dvc.yaml: not found; run `lenet report` from the repository root")
-    revisions.check_revision(base, "--base")
-    if rev is not None:
-        revisions.check_revision(rev, "--rev")
     base_name, rev_name = revisions.label(base), revisions.label(rev)
-    params = revisions.dvc_diff("params", base, rev)
-    metrics = revisions.dvc_diff("metrics", base, rev)
+    base_commit = revisions.resolve(base, "--base")
+    rev_commit = revisions.WORKSPACE if rev is None else revisions.resolve(rev, "--rev")
+    for name, revision in ((base_name, base_commit), (rev_name, rev_commit)):
+        check_readable(revision, name)
+    params = revisions.dvc_diff("params", base_commit, rev_commit)
+    metrics = revisions.dvc_diff("metrics", base_commit, rev_commit)
 
     histories, missing = {}, []
-    for name, revision in ((base_name, base), (rev_name, rev)):
+    for name, revision in ((base_name, base_commit), (rev_name, rev_commit)):
         text = revisions.read_file(revision, HISTORY)
         if text is None:
             missing.append(name)
@@ -205,7 +254,8 @@ def main(
             histories[name] = parse_history(text, f"{name}:{HISTORY}")
 
     markdown = build_report(base_name, rev_name, params, metrics, recall_threshold,
-                            list(histories), missing, chart_url, scores_diff(base, rev))
+                            list(histories), missing, chart_url,
+                            scores_diff((base_name, base_commit), (rev_name, rev_commit)))
     out.mkdir(parents=True, exist_ok=True)
     if histories:
         with atomic_write(out / CHART) as handle:

@@ -1,8 +1,10 @@
 """What a git revision (or the workspace) holds: its files, and DVC's params and metrics diffs.
 
 The review report compares two revisions; this module is its only contact with git and DVC.
-Both are run as subprocesses with ``--json`` output: the stable, documented interface of
-``dvc params diff`` and ``dvc metrics diff``, unlike the internals of ``dvc.repo.Repo``.
+A name is resolved to its commit as ``dvc metrics diff`` resolves it (:func:`dvc.scm.resolve_rev`:
+branches, tags, commits and experiment names), then git and DVC are run as subprocesses on
+that commit, the diffs with ``--json`` output: the stable, documented interface of
+``dvc params diff`` and ``dvc metrics diff``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from dvc.repo import Repo
+from dvc.scm import RevError, resolve_rev
 
 from stages.common.errors import LenetError
 
@@ -22,13 +27,24 @@ def label(rev: str | None) -> str:
     return "workspace" if rev is WORKSPACE else rev
 
 
-def check_revision(rev: str, option: str) -> None:
-    """Raise a one-line :class:`LenetError` unless ``rev`` names a commit of this repository."""
-    result = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise LenetError(f"{option} {rev}: not a commit of this git repository "
-                         "(in CI, check out with fetch-depth: 0 so the base branch exists)")
+def resolve(rev: str, option: str) -> str:
+    """The commit ``rev`` names: a branch, tag, commit or DVC experiment (``dvc exp run -n NAME``).
+
+    Raises
+    ------
+    LenetError
+        One line when nothing has that name; in a shallow clone (CI's default checkout) it
+        says so, the likely cause.
+    """
+    try:
+        with Repo(".") as repo:
+            return resolve_rev(repo.scm, rev)
+    except RevError as error:
+        reason = str(error) if "ambiguous" in str(error) else "not a branch, tag, commit or experiment of this repository"
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"],
+                                 capture_output=True, text=True).stdout.strip() == "true"
+        hint = " (this clone is shallow: in CI, check out with fetch-depth: 0)" if shallow else ""
+        raise LenetError(f"{option} {rev}: {reason}{hint}") from None
 
 
 def read_file(rev: str | None, path: Path) -> str | None:

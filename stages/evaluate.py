@@ -88,6 +88,7 @@ def main() -> None:
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
         raise LenetError(f"{TEST_SPLIT}: normalized with mean/std {test.metadata['mean']}/{test.metadata['std']}, "
                          f"but {MODELS} was trained with {expected['mean']}/{expected['std']}")
+    training = read_training()  # before any work: a damaged file is one line, not a traceback later
     with staged_outputs("evaluate", OUTPUTS, params) as staged:
         loss, accuracy, predictions = evaluate(model, test.images, test.labels,
                                                batch_size=params.evaluate.batch_size)
@@ -99,7 +100,7 @@ def main() -> None:
             architecture=architecture, params=dotted(params.train, "train"), preprocessing=expected,
             sizes={"train": pq.read_metadata(TRAIN_SPLIT).num_rows, "val": pq.read_metadata(VAL_SPLIT).num_rows,
                    "test": len(test.labels)},
-            training=read_training(), test_loss=loss, confusion=confusion))
+            training=training, test_loss=loss, confusion=confusion))
     print(f"test accuracy {accuracy:.4f} ({int((predictions != test.labels).sum())} errors "
           f"in {len(test.labels)} images), test loss {loss:.4f}")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -17,19 +19,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import nn
 from lenet.preprocess import mnist_pixels
 from stages.common.model_files import normalize_pixels
 from stages.common.model_files import read_model
+from nn.serialization import write_npz
 from tests.image_files import png_header
 from tests.small_model import read_mnist, small_model  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def predict(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lenet.cli", "predict", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+def predict(*args: str | Path, env: dict | None = None, address_space: int | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    """``lenet predict ARGS`` in a fresh process (``env`` added to ours; at most ``address_space`` bytes)."""
+    def limit():
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    return subprocess.run([sys.executable, "-m", "lenet.cli", "predict", *(os.fsdecode(a) if isinstance(a, (bytes, Path)) else str(a) for a in args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, preexec_fn=limit,
+                          env={**os.environ, **(env or {})}, errors="surrogateescape")
 
 
 def predict_json(*args) -> tuple[dict[str, dict], subprocess.CompletedProcess]:
@@ -172,7 +180,7 @@ def test_an_empty_directory_is_reported(small_model, tmp_path):
 @pytest.mark.parametrize("damage, problem", [
     ("other_architecture", "shape"),
     ("no_preprocessing", "preprocessing.json: missing"),
-    ("bad_preprocessing", "preprocessing.json: has no mean and std"),
+    ("bad_preprocessing", "preprocessing.json: mean: input should be a valid number, got 'a lot'"),
     ("no_model", "model.npz: missing"),
 ])
 def test_a_model_that_does_not_fit_is_one_line(small_model, tmp_path, damage, problem):
@@ -193,3 +201,157 @@ def test_a_model_that_does_not_fit_is_one_line(small_model, tmp_path, damage, pr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], lines
     assert result.stdout == ""
+
+
+# --- issue 17: broken models, odd file names, doubtful answers ---------------------------
+
+
+def copy_model(small_model: Path, directory: Path) -> Path:
+    directory.mkdir(exist_ok=True)
+    for name in ("model.npz", "model.json", "preprocessing.json"):
+        shutil.copy(small_model.with_name(name), directory / name)
+    return directory
+
+
+def change_weight(name: str, value: float, everywhere: bool = False):
+    """Damage: one value of the weight ``name`` (or all of them) set to ``value``."""
+    def damage(directory: Path) -> None:
+        with np.load(directory / "model.npz") as archive:
+            state = {key: archive[key] for key in archive.files}
+        if everywhere:
+            state[name][...] = value
+        else:
+            state[name].flat[3] = value
+        with open(directory / "model.npz", "wb") as handle:
+            write_npz(handle, state)
+    return damage
+
+
+def change_json(name: str, text: str):
+    """Damage: ``text`` (JSON members) added to the object in ``name``; a repeated key takes its new value."""
+    def damage(directory: Path) -> None:
+        values = json.loads((directory / name).read_text())
+        (directory / name).write_text(json.dumps(values)[:-1] + ", " + text + "}")
+    return damage
+
+
+BROKEN_MODELS = {
+    "NaN weight": (change_weight("fc2.weight", np.nan), "model.npz: NaN or infinite values in fc2.weight"),
+    "infinite weight": (change_weight("conv1.weight", -np.inf), "model.npz: NaN or infinite values in conv1.weight"),
+    "weights that overflow": (change_weight("fc3.weight", 1e38, everywhere=True), "the model's probabilities are NaN"),
+    "NaN leaky_slope": (change_json("model.json", '"leaky_slope": NaN'),
+                        "model.json: leaky_slope: input should be a finite number, got nan"),
+    "std of 1e-300": (change_json("preprocessing.json", '"std": 1e-300'),
+                      "preprocessing.json: std: input should be greater than or equal to 0.001, got 1e-300"),
+    "hidden of 500000": (change_json("model.json", '"hidden": [500000, 84]'),
+                         "model.json: hidden.0: input should be less than or equal to 65536, got 500000"),
+    "hidden that does not fit": (change_json("model.json", '"hidden": [60000, 84]'),
+                                 "model.json: hidden [60000, 84] does not fit model.npz, whose fc1.weight has shape"),
+    "infinite channels": (change_json("model.json", '"channels": [Infinity, 16]'),
+                          "model.json: channels.0: input should be a valid integer, got inf"),
+    "a string for an activation": (change_json("model.json", '"activation": "swish"'),
+                                   "model.json: activation: input should be 'relu', 'leaky_relu', 'tanh' or 'sigmoid'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_MODELS))
+def test_a_broken_model_is_one_line_naming_its_file_never_a_digit(case, small_model, ten_digits, tmp_path):
+    damage, problem = BROKEN_MODELS[case]
+    model = copy_model(small_model, tmp_path / "model")
+    damage(model)
+    Image.fromarray(ten_digits[0][7]).save(tmp_path / "seven.png")
+    # 1 GB of address space: enough for the command, far from what the issue's sizes allocated.
+    result = predict("--model", model, tmp_path / "seven.png", address_space=1 << 30, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    line, = result.stderr.splitlines()
+    assert line.startswith(f"error: {model}") and problem in line, line
+
+
+def test_every_file_name_gets_its_own_line_whatever_its_bytes(small_model, ten_digits, tmp_path):
+    names = [b"plain.png", b"latin1-\xe9t\xe9.png", b"two\nlines.png", b"\x1b[2Jclear.png", b"tab\there.png"]
+    for name in names:
+        Image.fromarray(ten_digits[0][3]).save(os.path.join(os.fsencode(tmp_path), name))
+    for encoding in ("utf-8", "ascii"):
+        result = predict("--model", small_model, tmp_path, env={"PYTHONIOENCODING": encoding})
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert len(lines) == len(names) and all(": 3 " in line for line in lines), lines
+        shown = sorted(line.split(": 3 ")[0].removeprefix(f"{tmp_path}/") for line in lines)
+        assert shown == sorted(["plain.png", "latin1-\\xe9t\\xe9.png", "two\\nlines.png", "\\x1b[2Jclear.png",
+                                "tab\\there.png"])
+
+
+def test_fifos_and_devices_are_refused_by_type_without_waiting(small_model, ten_digits, tmp_path):
+    Image.fromarray(ten_digits[0][3]).save(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    os.mkfifo(tmp_path / "argument-fifo")
+    result = predict("--model", small_model, tmp_path / "argument-fifo", tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path}/argument-fifo: is a FIFO (named pipe), expected an image file",
+        f"error: {tmp_path}/loop.png: cannot read (Too many levels of symbolic links)",
+        f"error: {tmp_path}/pipe.png: is a FIFO (named pipe), expected an image file",
+        f"error: {tmp_path}/zero.png: is a character device, expected an image file",
+        "error: 4 of 5 input(s) could not be classified"]
+    assert result.stdout.splitlines() == [f"{tmp_path}/good.png: 3    " + result.stdout.split("    ", 1)[1].strip()]
+
+
+def test_doubtful_answers_say_unsure_and_keep_the_exit_code(small_model, ten_digits, tmp_path):
+    images, _ = ten_digits
+    side_by_side = np.zeros((28, 62), np.uint8)
+    side_by_side[:, :28], side_by_side[:, 34:] = images[1], images[2]
+    Image.fromarray(255 - side_by_side).save(tmp_path / "twelve.png")
+    Image.fromarray(np.array([[0, 255], [255, 255]], np.uint8)).save(tmp_path / "two_by_two.png")
+    Image.fromarray(images[4]).save(tmp_path / "four.png")
+    records, result = predict_json("--model", small_model, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 digit-sized marks side by side" in records["twelve.png"]["unsure"]
+    assert records["two_by_two.png"]["unsure"].startswith("the image is only 2x2 pixels")
+    assert records["four.png"]["unsure"] is None and records["four.png"]["digit"] == 4
+    text = predict("--model", small_model, tmp_path / "twelve.png", tmp_path / "four.png")
+    twelve, four = text.stdout.splitlines()
+    assert "    unsure: " in twelve and "unsure" not in four and text.returncode == 0
+
+
+def test_white_ink_on_a_transparent_background_is_classified(small_model, ten_digits, tmp_path):
+    images, labels = ten_digits
+    for digit in (0, 7):
+        rgba = np.zeros((28, 28, 4), np.uint8)
+        rgba[..., :3], rgba[..., 3] = 255, images[digit]  # white everywhere, opaque where the ink is
+        Image.fromarray(rgba).resize((140, 140), Image.BICUBIC).save(tmp_path / f"white_{digit}.png")
+        rgba[..., :3] = 0
+        Image.fromarray(rgba).resize((140, 140), Image.BICUBIC).save(tmp_path / f"black_{digit}.png")
+    records, result = predict_json("--model", small_model, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {name: record["digit"] for name, record in records.items()} == {
+        "white_0.png": 0, "black_0.png": 0, "white_7.png": 7, "black_7.png": 7}
+
+
+def test_pillows_decompression_bomb_warning_never_shows(small_model, tmp_path):
+    (tmp_path / "huge.png").write_bytes(png_header(10_000, 10_000))  # 100 Mpx: above Pillow's 89 Mpx warning
+    result = predict("--model", small_model, "--max-pixels", 200_000_000, tmp_path / "huge.png")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "error: 1 of 1 input(s) could not be classified"
+    assert len(result.stderr.splitlines()) == 2 and "Warning" not in result.stderr, result.stderr
+
+
+LOADED_BY_PREDICT = """
+import atexit, sys
+atexit.register(lambda: print(" ".join(sorted({name.split(".")[0] for name in sys.modules})), file=sys.stderr))
+sys.argv = ["lenet", "predict", *sys.argv[1:]]
+from lenet.cli import main
+main()
+"""
+
+
+def test_predict_imports_only_what_it_uses(small_model, ten_digits, tmp_path):
+    """Issue 17, item 6: no matplotlib, DVC or the other commands before the first prediction."""
+    Image.fromarray(ten_digits[0][3]).save(tmp_path / "three.png")
+    result = subprocess.run([sys.executable, "-c", LOADED_BY_PREDICT, "--model", str(small_model),
+                             str(tmp_path / "three.png")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and ": 3 " in result.stdout, result.stderr
+    loaded = set(result.stderr.split())
+    assert not loaded & {"matplotlib", "dvc", "scmrepo", "yaml"}, loaded & {"matplotlib", "dvc", "scmrepo", "yaml"}
+    assert "lenet" in loaded and "PIL" in loaded

@@ -58,13 +58,31 @@ def test_crop_fit_and_centre_shapes():
     assert (rows.min(), rows.max()) == (4, 23) and (cols.min(), cols.max()) == (14, 15)
 
 
-def test_resample_matrix_keeps_mass_and_identity():
-    np.testing.assert_allclose(pp.resample_matrix(7, 7), np.eye(7), atol=1e-7)
-    for size_in, size_out in [(100, 20), (5, 20), (20, 19)]:
-        weights = pp.resample_matrix(size_in, size_out)
-        assert weights.shape == (size_out, size_in)
-        np.testing.assert_allclose(weights.sum(axis=1), 1, rtol=1e-6)
-        assert (weights.sum(axis=0) > 0).all()  # shrinking: every input pixel counts (no aliasing)
+def triangle_weights(size_in: int, size_out: int) -> np.ndarray:
+    """The reference resampling of one axis, (size_out, size_in): a triangle filter whose support
+    widens with the shrink factor (every input pixel counts), weights summing to 1."""
+    scale = size_in / size_out
+    centres = (np.arange(size_out) + 0.5) * scale - 0.5
+    weights = np.maximum(0.0, 1.0 - np.abs(np.arange(size_in)[None, :] - centres[:, None]) / max(1.0, scale))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("shape", [(40, 4), (5, 7), (20, 19), (30, 30), (300, 170), (1, 900), (1280, 3)])
+def test_fit_box_is_the_antialiased_triangle_filter(shape):
+    crop = np.random.default_rng(0).random(shape, dtype=np.float32)
+    fitted = pp.fit_box(crop)
+    h, w = fitted.shape
+    assert max(h, w) == 20 and fitted.dtype == np.float32
+    np.testing.assert_allclose(fitted, triangle_weights(shape[0], h) @ crop @ triangle_weights(shape[1], w).T,
+                               atol=2e-6)
+
+
+def test_a_crop_far_larger_than_the_box_is_averaged_down_first_and_stays_close():
+    """Past REDUCING_GAP times the box, Pillow first box-averages by a whole factor (bounded memory)."""
+    crop = np.random.default_rng(1).random((2, 5000), dtype=np.float32)
+    fitted = pp.fit_box(crop)
+    assert fitted.shape == (1, 20)
+    np.testing.assert_allclose(fitted, triangle_weights(2, 1) @ crop @ triangle_weights(5000, 20).T, atol=1e-3)
 
 
 def test_a_lopsided_digit_is_never_clipped():
@@ -90,3 +108,50 @@ def test_model_input_is_the_pipelines_normalization():
     x = pp.model_input(digit, 0.1, 0.3)
     assert x.shape == (1, 1, 28, 28) and x.dtype == np.float32
     assert x[0, 0, 0, 0] == pytest.approx(-1 / 3) and x[0, 0, 5, 5] == pytest.approx(3.0)
+
+
+def test_transparent_pixels_show_white_unless_the_ink_is_light():
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (255, 255, 255, 255)  # white ink; the rest transparent
+    np.testing.assert_allclose(pp.grayscale(rgba), [[1, 0], [0, 0]])  # on black: the ink shows
+    rgba[0, 0] = (0, 0, 0, 255)  # black ink
+    np.testing.assert_allclose(pp.grayscale(rgba), [[0, 1], [1, 1]])  # on white, as a viewer shows it
+    np.testing.assert_allclose(pp.grayscale(np.zeros((2, 2, 2), np.uint8)), 1)  # all transparent: white
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_grayscale_in_chunks_is_the_whole_image_formula(monkeypatch, channels):
+    pixels = np.random.default_rng(channels).integers(0, 256, (37, 53, channels), dtype=np.uint8)
+    luma = pixels[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114] if channels >= 3 else pixels[..., 0] * 1.0
+    expected = luma / 255
+    if channels in (2, 4):
+        alpha = pixels[..., -1] / 255
+        light = (expected * alpha).sum() / alpha.sum() > 0.5
+        expected = expected * alpha + (0 if light else 1 - alpha)
+    monkeypatch.setattr(pp, "CHUNK", 100)  # 20 chunks
+    np.testing.assert_allclose(pp.grayscale(pixels), expected, atol=1e-6)
+
+
+def test_ink_overwrites_a_float32_grey_image_instead_of_copying_it():
+    gray = pp.grayscale(stroke_image())
+    assert pp.ink(gray) is gray
+
+
+@pytest.mark.parametrize("columns, expected", [
+    ({4: (2, 26)}, 1),                         # one tall mark
+    ({4: (2, 26), 20: (2, 26)}, 2),            # two, side by side
+    ({4: (2, 26), 20: (2, 8)}, 1),             # a tall mark and a short detached stroke
+    ({4: (2, 26), 20: (2, 14)}, 2),            # half the height counts as a digit
+    ({}, 0),
+])
+def test_marks_side_by_side(columns, expected):
+    digit = np.zeros((28, 28), np.uint8)
+    for column, (top, bottom) in columns.items():
+        digit[top:bottom, column:column + 3] = 255
+    assert pp.marks_side_by_side(digit) == expected
+
+
+@needs_mirror
+def test_no_mnist_digit_counts_as_two_marks():
+    images, _ = read_mnist("t10k", 1000)
+    assert [pp.marks_side_by_side(pp.mnist_pixels(image)) for image in images] == [1] * len(images)

@@ -11,7 +11,7 @@ import pytest
 from lenet.curves import curves_figure, parse_history
 from lenet.report import accuracy_sentence, build_report, recall_changes
 from stages.common.errors import LenetError
-from tests.scratch_project import GIT
+from tests.scratch_project import GIT, commit_all
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = ("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr\n"
@@ -135,9 +135,8 @@ def test_report_against_a_base_that_never_ran(metrics_only_repo):
 def test_unknown_base_is_one_line_and_writes_nothing(metrics_only_repo):
     result = lenet(metrics_only_repo, "report", "--base", "no-such-branch", "--out", "out")
     assert result.returncode == 1
-    assert result.stderr.splitlines()[0] == (
-        "error: --base no-such-branch: not a commit of this git repository "
-        "(in CI, check out with fetch-depth: 0 so the base branch exists)")
+    assert result.stderr.splitlines() == [
+        "error: --base no-such-branch: not a branch, tag, commit or experiment of this repository"]
     assert not (metrics_only_repo / "out").exists()
 
 
@@ -145,3 +144,82 @@ def test_outside_the_repository_root_is_one_line(tmp_path):
     result = lenet(tmp_path, "report")
     assert (result.returncode, result.stderr.strip()) == (
         1, "error: dvc.yaml: not found; run `lenet report` from the repository root")
+
+
+# --- issue 17, item 4 and issue 18, item 5: a broken base, and any revision DVC accepts ----
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("file, content, reason", [
+    ("metrics/eval.json", '{"test_accuracy": 0.9, ', "could not read main:metrics/eval.json: Expecting"),
+    ("metrics/eval.json", '{"test_accuracy": "high"}',
+     "could not read main:metrics/eval.json: test_accuracy is 'high', expected a number"),
+    ("params.yaml", "train:\n  lr: [0.05\n", "could not read main:params.yaml: expected ',' or ']'"),
+])
+def test_a_broken_base_is_an_error_naming_revision_and_file_not_a_missing_one(metrics_only_repo, file, content,
+                                                                              reason):
+    workspace = {name: (metrics_only_repo / name).read_text() for name in ("params.yaml", "metrics/eval.json")}
+    (metrics_only_repo / file).write_text(content)
+    git(metrics_only_repo, "add", "-A")
+    git(metrics_only_repo, "commit", "-qm", "a broken run")
+    for name, text in workspace.items():
+        (metrics_only_repo / name).write_text(text)
+    result = lenet(metrics_only_repo, "report", "--out", "out")
+    assert result.returncode == 1
+    line, = result.stderr.splitlines()
+    assert line.startswith(f"error: {reason}"), line
+    assert not (metrics_only_repo / "out").exists()
+
+
+SCORE = """import json, yaml
+lr = yaml.safe_load(open("params.yaml"))["train"]["lr"]
+json.dump({"test_accuracy": 1 - lr, "test_images": 100}, open("metrics/eval.json", "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def experiment_repo(tmp_path_factory):
+    """A DVC project whose one stage scores ``1 - train.lr``, with `main` and the experiment `lr005`."""
+    root = tmp_path_factory.mktemp("experiments")
+    git(root, "init", "-q", "-b", "main")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    (root / "score.py").write_text(SCORE)
+    (root / "dvc.yaml").write_text("stages:\n  evaluate:\n    cmd: python score.py\n    deps: [score.py]\n"
+                                   "    params: [train.lr]\n    metrics:\n      - metrics/eval.json:\n"
+                                   "          cache: false\n")
+    (root / "params.yaml").write_text("train:\n  lr: 0.05\n")
+    (root / "metrics").mkdir()
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "repro", "-q"], cwd=root, check=True, capture_output=True)
+    commit_all(root, "lr 0.05")
+    git(root, "tag", "v1")
+    subprocess.run([*dvc, "exp", "run", "-q", "-n", "lr005", "-S", "train.lr=0.005"], cwd=root, check=True,
+                   capture_output=True)
+    subprocess.run(["git", "checkout", "-q", "--", "."], cwd=root, check=True)  # the workspace back to main
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rev", ["lr005", "experiment commit"])
+def test_report_reviews_a_dvc_experiment_by_name_or_commit(experiment_repo, rev):
+    if rev == "experiment commit":
+        refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname)", "refs/exps"], cwd=experiment_repo,
+                              capture_output=True, text=True, check=True).stdout.split()
+        rev = refs[0][:10]
+    result = lenet(experiment_repo, "report", "--base", "v1", "--rev", rev, "--out", "out")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"## `{rev}` against `v1`\n")
+    assert "Test accuracy rose from 95.00% to 99.50% (+4.50 points, 4 fewer errors in 100)." in result.stdout
+    assert "| `train.lr` | 0.05 | 0.005 |" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_unknown_name_says_so_and_only_a_shallow_clone_mentions_fetch_depth(experiment_repo, tmp_path):
+    result = lenet(experiment_repo, "report", "--rev", "lr5", "--out", "out")
+    assert (result.returncode, result.stderr.splitlines()) == (
+        1, ["error: --rev lr5: not a branch, tag, commit or experiment of this repository"])
+    shallow = tmp_path / "shallow"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", experiment_repo.as_uri(), str(shallow)], check=True)
+    result = lenet(shallow, "report", "--base", "HEAD~1", "--out", "out")
+    assert result.stderr.splitlines() == ["error: --base HEAD~1: not a branch, tag, commit or experiment of this "
+                                          "repository (this clone is shallow: in CI, check out with fetch-depth: 0)"]

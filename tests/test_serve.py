@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import io
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from lenet.classifier import Classifier
-from lenet.serve import MAX_BODY, STATIC, DrawServer
+from lenet.serve import MAX_BODY, STATIC, DrawServer, Handler
 from tests.small_model import read_mnist, small_model  # noqa: F401 (a fixture)
 from tests.image_files import png_header
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +126,163 @@ def test_a_missing_length_and_a_wrong_endpoint(server):
     connection.close()
     assert request(server, "/train", b"x")[0] == 404
     assert request(server, "/")[0] == 200
+
+
+# --- issue 17, item 5: a local server that behaves like one ------------------------------
+
+
+def raw(server, data: bytes, timeout: float = 10) -> tuple[bytes, bool]:
+    """Send ``data`` on a fresh connection; (everything answered, whether the server closed it)."""
+    with socket.create_connection(server.server_address[:2], timeout=timeout) as connection:
+        connection.sendall(data)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except TimeoutError:
+            return received, False
+        return received, True
+
+
+def answers(received: bytes) -> list[tuple[int, dict]]:
+    """The (status, JSON body) of each response in ``received``."""
+    parsed = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head)[1])
+        assert b"Content-Type: application/json" in head, head
+        parsed.append((int(head.split()[1]), json.loads(rest[:length])))
+        received = rest[length:]
+    return parsed
+
+
+@pytest.mark.parametrize("host, status", [
+    ("127.0.0.1:{port}", 200), ("localhost:{port}", 200), ("LOCALHOST:{port}", 200), ("[::1]:{port}", 200),
+    ("evil.example:{port}", 421), ("127.0.0.1.evil.example:{port}", 421), ("127.0.0.1:1", 421), ("", 421),
+    ("127.0.0.1:{port}@evil.example", 421),
+])
+def test_only_requests_naming_this_server_are_answered(server, host, status):
+    """A page that rebinds its own name to 127.0.0.1 still sends its name as Host: 421."""
+    got, _, body = request(server, "/", headers={"Host": host.format(port=server.server_address[1])})
+    assert got == status
+    if status != 200:
+        assert "this server answers to http://127.0.0.1:" in json.loads(body)["error"]
+
+
+def test_a_post_from_another_sites_page_is_refused(server):
+    origin = {"Origin": "http://evil.example", "Content-Type": "text/plain"}  # a "simple" cross-site request
+    got, _, body = request(server, "/predict", png(np.zeros((28, 28), np.uint8)), origin)
+    assert got == 403 and "evil.example" in json.loads(body)["error"]
+    own = f"http://127.0.0.1:{server.server_address[1]}"
+    assert request(server, "/predict", png(np.eye(28, dtype=np.uint8) * 255), {"Origin": own})[0] == 200
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "PUT", "DELETE", "PATCH", "BREW"])
+def test_every_method_gets_a_json_answer(server, method):
+    received, closed = raw(server, f"{method} / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    assert answers(received) == [(501, {"error": f"Unsupported method ('{method}')"})] and closed
+
+
+@pytest.mark.parametrize("headers, problem", [
+    ("Content-Length: \u00b2", "Content-Length of digits"),   # str.isdigit() says yes; int() says no
+    ("Content-Length: -1", "Content-Length of digits"),
+    ("Content-Length: 4\r\nContent-Length: 4", "Content-Length of digits"),
+    ("Content-Length: 4\r\nTransfer-Encoding: chunked", "ambiguous"),
+])
+def test_ambiguous_or_malformed_lengths_are_400_and_the_connection_closes(server, headers, problem):
+    smuggled = b"GET /static/draw.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n\r\n".encode("utf-8")
+    received, closed = raw(server, head + b"\x89PN" + smuggled)
+    (status, body), = answers(received)  # one answer: the smuggled request is never read
+    assert status == 400 and problem in body["error"] and closed
+
+
+def test_the_body_of_a_post_to_an_unknown_path_is_never_read_as_a_request(server):
+    smuggled = b"GET /static/draw.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    head = f"POST /train HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(smuggled)}\r\n\r\n".encode()
+    received, closed = raw(server, head + smuggled)
+    assert [status for status, _ in answers(received)] == [404] and closed
+
+
+def test_a_client_that_stops_sending_is_dropped_after_the_timeout_quietly(small_model, monkeypatch, capfd):
+    monkeypatch.setattr(Handler, "timeout", 0.5)
+    server = DrawServer(("127.0.0.1", 0), Classifier.load(small_model))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.perf_counter()
+        received, closed = raw(server, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nab")
+        assert received == b"" and closed and time.perf_counter() - started < 5
+        with socket.create_connection(server.server_address[:2]) as connection:  # leaves mid-request
+            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nab")
+        time.sleep(1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_fifty_simultaneous_requests_are_all_answered(server):
+    assert server.request_queue_size == 64
+    drawing = png(np.asarray(Image.fromarray(255 - read_mnist("t10k", 1)[0][0]).resize((280, 280))))
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(lambda _: request(server, "/predict", drawing)[0], range(50)))
+    assert statuses == [200] * 50
+
+
+def test_predictions_beyond_the_cores_wait_then_get_503(server, monkeypatch):
+    monkeypatch.setattr("lenet.serve.QUEUE_WAIT", 0.2)
+    monkeypatch.setattr(server, "cores", threading.BoundedSemaphore(1))
+    server.cores.acquire()  # the one core is busy
+    try:
+        got, headers, body = request(server, "/predict", png(np.eye(28, dtype=np.uint8) * 255))
+    finally:
+        server.cores.release()
+    assert got == 503 and headers["Retry-After"] == "1" and "busy" in json.loads(body)["error"]
+    assert request(server, "/predict", png(np.eye(28, dtype=np.uint8) * 255))[0] == 200
+
+
+SERVE_AT_THE_FILE_LIMIT = """
+import resource, sys
+from lenet.cli import main
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+sys.argv = ["lenet", "serve", "--model", sys.argv[1], "--port", "0"]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_at_the_open_file_limit_the_server_waits_instead_of_spinning(small_model):
+    server = subprocess.Popen([sys.executable, "-c", SERVE_AT_THE_FILE_LIMIT, str(small_model)], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True)
+    connections = []
+    try:
+        host, port = re.search(r"http://([\d.]+):(\d+)/", server.stderr.readline()).groups()
+        for _ in range(80):  # more than its 64 descriptors: the last ones wait in the backlog
+            connections.append(socket.create_connection((host, int(port)), timeout=10))
+        time.sleep(0.5)
+        before = cpu_seconds(server.pid)
+        time.sleep(2)
+        busy = cpu_seconds(server.pid) - before
+        for connection in connections[:30]:  # descriptors come back: the rest are served
+            connection.close()
+        connections[-1].sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert connections[-1].recv(12) == b"HTTP/1.1 200"
+    finally:
+        for connection in connections:
+            connection.close()
+        server.terminate()
+        server.wait(timeout=30)
+    assert busy < 0.5, f"{busy:.2f} s of CPU in 2 s with every descriptor in use"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_broken_model_is_a_500_naming_it_never_a_digit(server, monkeypatch):
+    weights = server.classifier.model.fc3.params["weight"]
+    monkeypatch.setitem(server.classifier.model.fc3.params, "weight", np.full_like(weights, np.inf))
+    got, _, body = request(server, "/predict", png(np.eye(28, dtype=np.uint8) * 255))
+    assert got == 500 and "probabilities are NaN" in json.loads(body)["error"]

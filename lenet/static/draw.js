@@ -76,7 +76,8 @@ function requestPrediction() {
 
 function show(answer, roundTrip) {
   prediction.textContent = String(answer.digit);
-  statusLine.textContent = `${roundTrip.toFixed(0)} ms per prediction (network and preprocessing ${answer.milliseconds.toFixed(1)} ms)`;
+  const timing = `${roundTrip.toFixed(0)} ms per prediction (network and preprocessing ${answer.milliseconds.toFixed(1)} ms)`;
+  statusLine.textContent = answer.unsure ? `unsure: ${answer.unsure}; ${timing}` : timing;
   showProbabilities(answer.probabilities, answer.digit);
   drawGrey(document.getElementById("input"), answer.input.values);
   for (const name of ["conv1", "conv2"]) showMaps(document.getElementById(name), answer.maps[name]);

@@ -2,26 +2,62 @@
 
 :func:`write_model` writes the three files into a directory (the train stage's staging
 area, which it swaps in whole); :func:`read_model` loads them and turns any damage (a
-missing, empty, truncated or foreign file) into one :class:`LenetError` line naming the file.
+missing, empty, truncated or foreign file, a value out of bounds, a weight that is NaN)
+into one :class:`LenetError` line naming the file. Every number is checked before anything
+is allocated: ``model.json`` by the rules params.yaml's ``train`` section obeys
+(:class:`ModelConfig`), ``preprocessing.json`` by :class:`Preprocessing`, and the sizes
+``model.json`` gives against the array shapes in ``model.npz``'s headers.
 """
 
 from __future__ import annotations
 
+import inspect
+import io
 import json
 import math
 import zipfile
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 import nn
-from stages.common.outputs import write_json
 from stages.common.errors import LenetError, first_line
-
+from stages.common.outputs import write_json
+from stages.common.params import Section, TrainParams
 from stages.common.paths import MODELS
+
 WEIGHTS, CONFIG, PREPROCESSING = "model.npz", "model.json", "preprocessing.json"
 RETRAIN = "run `dvc repro -f -s train` to make a new one"
 IMAGE_SHAPE = (1, 28, 28)  # one input image: channels, height, width
+
+
+def _train_rule(name: str):
+    """The type, bounds included, that params.yaml's ``train.<name>`` must have."""
+    field = TrainParams.model_fields[name]
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(nn.lenet5).parameters.items()}
+# model.json: the nn.lenet5 arguments, each by its train param's rule; a key left out takes lenet5's default.
+ModelConfig = create_model(
+    "ModelConfig", __base__=Section,
+    **{name: (_train_rule(name), _DEFAULTS[name])
+       for name in ("activation", "leaky_slope", "pool", "channels", "hidden", "dropout", "init")},
+    num_classes=(Annotated[int, Field(ge=1, le=65_536)], _DEFAULTS["num_classes"]),
+    dtype=(Literal["float32", "float64"], "float32"))
+# model.json's sizes, and the weight whose first axis holds each: compared before building.
+SIZES = {("channels", 0): "conv1.weight", ("channels", 1): "conv2.weight", ("hidden", 0): "fc1.weight",
+         ("hidden", 1): "fc2.weight", ("num_classes", None): "fc3.weight"}
+
+
+class Preprocessing(BaseModel):
+    """``preprocessing.json``: the training pixels' mean and std, on pixels scaled to [0, 1]."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    mean: float = Field(ge=0, le=1)
+    std: float = Field(ge=1e-3, le=1)  # a tiny std would blow every input up to inf
 
 
 def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -73,18 +109,43 @@ def _damaged(path: Path, what: str) -> LenetError:
     return LenetError(f"{path}: {what}; {RETRAIN}")
 
 
-def _read_json(path: Path) -> dict:
+def _validated(path: Path, schema: type[BaseModel]) -> tuple[BaseModel, dict]:
+    """The JSON object in ``path`` as ``schema`` reads it, and as written (once ``schema`` accepts it)."""
+    text = path.read_bytes()
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise _damaged(path, "not valid JSON") from None
-    if not isinstance(value, dict):
-        raise _damaged(path, "not a JSON object")
-    return value
+        values = schema.model_validate_json(text)
+    except ValidationError as error:
+        problem = error.errors(include_url=False)[0]  # one line: the first problem
+        if problem["type"] == "json_invalid":
+            raise _damaged(path, "not valid JSON") from None
+        if not problem["loc"]:
+            raise _damaged(path, "not a JSON object") from None
+        where = ".".join(map(str, problem["loc"]))
+        got = "" if problem["type"] == "missing" else f", got {problem['input']!r}"
+        raise _damaged(path, f"{where}: {problem['msg'][0].lower()}{problem['msg'][1:]}{got}") from None
+    return values, json.loads(text)
+
+
+def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Each array's shape in an ``.npz``, read from the ``.npy`` headers alone (nothing is allocated)."""
+    shapes = {}
+    with zipfile.ZipFile(weights) as archive:
+        for entry in archive.infolist():
+            with archive.open(entry) as stream:
+                version = np.lib.format.read_magic(stream)
+                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = header(stream)
+            if dtype.kind != "f" or math.prod(shape) * dtype.itemsize > entry.file_size:
+                raise _damaged(weights, f"{entry.filename} is not a float array of the size it declares")
+            shapes[entry.filename.removesuffix(".npy")] = shape
+    return shapes
 
 
 def read_model(directory: Path = MODELS):
-    """``(model, config, preprocessing)`` from ``directory``; LenetError if any file is damaged."""
+    """``(model, config, preprocessing)`` from ``directory``; LenetError if any file is damaged.
+
+    ``config`` and ``preprocessing`` are the JSON objects as written.
+    """
     weights, config = directory / WEIGHTS, directory / CONFIG
     for path in (weights, config, directory / PREPROCESSING):
         if not path.is_file():
@@ -93,16 +154,23 @@ def read_model(directory: Path = MODELS):
             raise _damaged(path, "empty file")
     if not zipfile.is_zipfile(weights):
         raise _damaged(weights, "not an .npz archive")
-    preprocessing = _read_json(directory / PREPROCESSING)
-    if not {"mean", "std"} <= preprocessing.keys():
-        raise _damaged(directory / PREPROCESSING, "has no mean and std")
-    _read_json(config)
+    _, preprocessing = _validated(directory / PREPROCESSING, Preprocessing)
+    checked, architecture = _validated(config, ModelConfig)
     try:
-        with open(weights, "rb") as weights_file, open(config, encoding="utf-8") as config_file:
-            model, config_values = nn.load_model(weights_file, config_file)
+        shapes = _stored_shapes(weights)
+        for (key, index), name in SIZES.items():
+            value = getattr(checked, key)
+            if name in shapes and shapes[name][:1] != ((value if index is None else value[index]),):
+                raise _damaged(config, f"{key} {json.dumps(value)} does not fit {WEIGHTS}, "
+                                       f"whose {name} has shape {shapes[name]}")
+        with open(weights, "rb") as weights_file:
+            model, _ = nn.load_model(weights_file, io.StringIO(json.dumps(architecture)))
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as error:
         reason = first_line(error)
         if "pickle" in reason:  # numpy's advice to allow pickles is never right for a model
             reason = "holds an object array, which no saved model does"
         raise _damaged(weights, f"corrupt or does not fit {config.name} ({reason})") from None
-    return model, config_values, preprocessing
+    broken = [name for name, value in model.named_parameters() if not np.isfinite(value).all()]
+    if broken:
+        raise _damaged(weights, f"NaN or infinite values in {', '.join(broken)}")
+    return model, architecture, preprocessing
