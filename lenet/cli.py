@@ -21,18 +21,12 @@ def _group() -> None:
     """Use and review the NumPy LeNet-5 pipeline (the stages run through `dvc repro`)."""
 
 
-def build_app(args: list[str]) -> typer.Typer:
+def build_app(args: list[str] = ()) -> typer.Typer:
     """The app with the sub-command ``args`` starts with, or with all of them if it names none."""
     app = typer.Typer(add_completion=False, no_args_is_help=True, callback=_group)
     for name in [args[0]] if args and args[0] in COMMANDS else COMMANDS:
         app.command(name)(importlib.import_module(COMMANDS[name]).main)
     return app
-
-
-def __getattr__(name: str):
-    if name == "app":  # the whole app, for tools that inspect it
-        return build_app([])
-    raise AttributeError(name)
 
 
 def main() -> None:

@@ -111,7 +111,7 @@ def check_learned(best: dict) -> None:
         raise LenetError(
             f"training learned nothing: best validation accuracy {best['val_accuracy']:.4f} (epoch "
             f"{best['epoch']}) is at chance level (<= {CHANCE_FACTOR * chance:.2f} for {NUM_CLASSES} "
-            "classes); try a smaller train.lr or another train.init; the previous model is kept")
+            "classes); try a smaller train.lr or another train.init")
 
 
 @app.command()

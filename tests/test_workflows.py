@@ -16,7 +16,7 @@ import pytest
 import typer.main
 from ruamel.yaml import YAML
 
-from lenet.cli import app
+from lenet.cli import build_app
 
 try:
     import tomllib
@@ -62,7 +62,7 @@ def test_there_is_a_review_workflow():
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_every_command_a_workflow_runs_exists(path):
-    lenet_commands = set(typer.main.get_command(app).commands)
+    lenet_commands = set(typer.main.get_command(build_app()).commands)
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     ran = [c for step in steps(load(path)) if "run" in step for c in commands(step["run"])]
     assert ran, "no run: steps"
