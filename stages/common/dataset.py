@@ -137,7 +137,7 @@ def _sha256_of(parts) -> str:
     """SHA-256 of the parts, each prefixed with its length (so no two lists of parts collide)."""
     digest = hashlib.sha256()
     for part in parts:
-        view = memoryview(part).cast("B")
+        view = memoryview(part).cast("B") if len(part) else b""  # an empty split (val_size 0) has no bytes
         digest.update(len(view).to_bytes(8, "little"))
         digest.update(view)
     return digest.hexdigest()
