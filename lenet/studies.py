@@ -91,7 +91,10 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
 
 
 def make_run(row: Row, extra: dict[str, str], recipe: dict[str, Any], tutorial: dict[str, Any]) -> Run:
-    """The run of ``row`` with ``extra`` on top; ``recipe`` and ``tutorial`` are params.yaml alone and with the preset."""
+    """The run of ``row`` with ``extra`` on top.
+
+    ``recipe`` and ``tutorial`` are params.yaml (dotted) alone and with the preset.
+    """
     base = tutorial if row.preset else recipe
     # The keys the row takes from the recipe, where the preset set them otherwise.
     defaults = {key: override_value(recipe[key]) for key in row.defaults if recipe[key] != base[key]}
@@ -229,9 +232,9 @@ def main(
 ) -> None:
     """Queue, run, tabulate and draw the report's studies, its ideas and the ablation.
 
-    Run it from the repository root. A queued run takes the tracked files as they are when it is queued; untracked files stay out.
+    Run it from the repository root. A queued run takes the tracked files as they are when it is queued; untracked files stay out. Runs already done are reused.
 
-    Prints one Markdown table per study (the report's figure beside ours, the epoch kept, the mean time per epoch from `dvc queue logs`) and writes one PNG per study to --out.
+    Prints one Markdown table per study (the report's figure beside ours, the epoch kept, the mean time per epoch and, for batch sizes, the peak memory, from `dvc queue logs`) and writes one PNG per study to --out.
     """
     unknown = sorted(set(only) - set(STUDY_KEYS))
     if unknown:
@@ -242,13 +245,17 @@ def main(
         for run in runs:
             print(shlex.join(run.queue_args()))
         return
+    if rev != "HEAD" and not table_only:
+        raise LenetError(f"--rev {rev}: only with --table-only (runs are queued on HEAD)")
     found = exp_queue.experiments(rev, num)
-    if table_only and not any(found.get(run.name, None) and found[run.name].state == exp_queue.DONE for run in runs):
+    done = {run.name for run in runs if run.name in found and found[run.name].state == exp_queue.DONE}
+    if table_only and not done:
         raise LenetError(f"none of the {len(runs)} runs has finished among the experiments of {rev} "
                          f"(-n {num}); `lenet studies` queues and runs them")
-    wrong = [problem for run in runs if run.name in found for problem in [mismatch(found[run.name], run)] if problem]
-    if wrong:
-        raise LenetError(f"{wrong[0]}; remove it (dvc exp remove {wrong[0].split()[1]}) or pass other -S values")
+    for run in runs:
+        problem = mismatch(found[run.name], run) if run.name in done else None
+        if problem:
+            raise LenetError(f"{problem}; remove it (dvc exp remove {run.name}) or pass other -S values")
     ok = table_only or queue_and_run(runs, found, poll)
     if not table_only:
         found = exp_queue.experiments(rev, num)
