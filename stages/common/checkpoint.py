@@ -66,11 +66,8 @@ def load_checkpoint(path: Path, *, model, optimizer, rng: np.random.Generator,
     """Restore model, optimizer, RNG and early stopping in place; return the TrainState."""
     with np.load(path, allow_pickle=False) as archive:
         record = json.loads(str(archive[_RECORD]))
-        groups: dict[str, dict[str, np.ndarray]] = {_MODEL: {}, _OPTIM: {}, _BEST: {}}
-        for key in archive.files:
-            for prefix, group in groups.items():
-                if key.startswith(prefix):
-                    group[key[len(prefix):]] = archive[key]
+        groups = {prefix: {key.removeprefix(prefix): archive[key] for key in archive.files if key.startswith(prefix)}
+                  for prefix in (_MODEL, _OPTIM, _BEST)}
     model.load_state_dict(groups[_MODEL])
     optimizer.load_state_dict(groups[_OPTIM])
     rng.bit_generator.state = record["rng"]
