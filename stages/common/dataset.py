@@ -106,22 +106,10 @@ class Split:
 
 
 def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray, facts: bytes | None = None) -> str:
-    """SHA-256 of a split's values as stored (labels, source_index, pixels), after ``facts`` if given.
+    """SHA-256 (hex) of a split's values as stored: ``facts`` if given, labels, source_index, pixels.
 
-    Each part is hashed after its length, so no two lists of parts collide.
-
-    Parameters
-    ----------
-    pixels : (N, 28, 28) uint8
-    labels, source_index : (N,) integers
-        As :func:`write_split` takes them.
-    facts : bytes, optional
-        Hashed first (the metadata, for :func:`content_sha256`).
-
-    Returns
-    -------
-    str
-        The hex digest.
+    The arrays are as :func:`write_split` takes them. Each part is hashed after its length, so
+    no two lists of parts collide.
     """
     stored = (np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(source_index, dtype="<i4"),
               np.ascontiguousarray(pixels, dtype=np.uint8))
@@ -192,8 +180,8 @@ def _read_table(path: Path) -> pa.Table:
 def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:
     """The split's metadata, as far as it can be read; :func:`read_split` then checks its checksum.
 
-    Every value write_split records was checked when it was written, and ``content_sha256``
-    covers them all: once it matches, the metadata is exactly what was written.
+    ``content_sha256`` covers every value: once it matches, the metadata is exactly what
+    the normalize stage wrote, so no value needs a check of its own.
     """
     name = METADATA_KEY.decode()
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
@@ -213,14 +201,6 @@ def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:
 
 def read_split(path: str | Path) -> Split:
     """Load the split at ``path``, normalized for the model.
-
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    Split
 
     Raises
     ------
@@ -266,10 +246,7 @@ def read_split(path: str | Path) -> Split:
 def check_same_run(*splits: Split) -> None:
     """Refuse splits written by different normalize runs (e.g. one killed between two files).
 
-    Raises
-    ------
-    LenetError
-        Naming the first split and the first one that differs from it.
+    The LenetError names the first split and the first one that differs from it.
     """
     first = splits[0]
     for other in splits[1:]:
