@@ -56,18 +56,13 @@ def install_signal_handlers() -> None:
         signal.signal(signum, _raise_interrupted)
 
 
-def describe_os_error(error: OSError) -> str:
-    """``<path>: <reason>`` (both paths for a rename), or the error's text without a path."""
-    reason = error.strerror or str(error)
-    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
-    return f"{' -> '.join(paths)}: {reason}" if paths else reason
-
-
 def _error_line(error: Exception) -> str:
+    """Ours as it is; an OSError as ``<path>: <reason>`` (both paths for a rename); anything else with a hint."""
     if isinstance(error, LenetError):
         return str(error)
     if isinstance(error, OSError):
-        return describe_os_error(error)
+        paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+        return f"{paths}: {error.strerror or error}" if paths else error.strerror or str(error)
     return f"unexpected {type(error).__name__}: {first_line(error)} (rerun with {DEBUG_ENV}=1 to see the traceback)"
 
 
