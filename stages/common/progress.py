@@ -1,7 +1,7 @@
-"""Training progress for people: a live bar on a terminal, one line per epoch in logs.
+"""Training progress for people: one line per epoch on stderr, the same on a terminal and in a log.
 
-A progress bar redrawn on every batch would flood a CI log with thousands of lines, so
-when stderr is not a terminal only the per-epoch summary is printed.
+An epoch takes seconds, so no per-batch bar. The line ends in the epoch's wall-clock time,
+which goes to the console only (``lenet/exp_queue.py`` reads it), never to a tracked output.
 """
 
 from __future__ import annotations
@@ -9,59 +9,27 @@ from __future__ import annotations
 import sys
 import time
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-
-def _summary(row: dict, epochs: int, seconds: float) -> str:
-    return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} "
-            f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} "
-            f"acc {row['val_accuracy']:.4f} | lr {row['lr']:.4g} | {seconds:.1f}s")
-
 
 class EpochProgress:
-    """Context manager fed by the trainer's ``on_batch`` and ``epoch_done`` calls."""
+    """Prints each epoch's scores and time; entering the ``with`` block starts the clock."""
 
-    def __init__(self, epochs: int, interactive: bool | None = None):
+    on_batch = None  # no per-batch display (the trainer skips a callback of None)
+
+    def __init__(self, epochs: int):
         self.epochs = epochs
-        self.interactive = sys.stderr.isatty() if interactive is None else interactive
-        self.epochs_done = 0
-        self._epoch_started = time.perf_counter()  # wall-clock goes to the console only
-        self._task = None
-        self._progress = None
-        if self.interactive:
-            self._progress = Progress(
-                TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-                MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f}"),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self._started = time.perf_counter()
 
-    def __enter__(self):
-        self._epoch_started = time.perf_counter()
-        if self._progress is not None:
-            self._progress.start()
+    def __enter__(self) -> EpochProgress:
+        self._started = time.perf_counter()
         return self
 
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.stop()
+    def __exit__(self, *exc) -> bool:
         return False
 
-    def on_batch(self, index: int, batches: int, loss: float, accuracy: float) -> None:
-        if self._progress is None:
-            return
-        if self._task is None or index == 0:
-            if self._task is not None:
-                self._progress.remove_task(self._task)
-            self._task = self._progress.add_task(
-                "train", total=batches, epoch=self.epochs_done + 1, epochs=self.epochs, loss=loss, acc=accuracy)
-        self._progress.update(self._task, completed=index + 1, loss=loss, acc=accuracy)
-
     def epoch_done(self, row: dict) -> None:
-        self.epochs_done = row["epoch"]
         now = time.perf_counter()
-        line = _summary(row, self.epochs, now - self._epoch_started)
-        self._epoch_started = now
-        if self._progress is not None:
-            self._progress.console.print(line)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        print(f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f} "
+              f"acc {row['train_accuracy']:.4f} | val loss {row['val_loss']:.4f} "
+              f"acc {row['val_accuracy']:.4f} | lr {row['lr']:.4g} | {now - self._started:.1f}s",
+              file=sys.stderr, flush=True)
+        self._started = now
