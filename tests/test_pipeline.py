@@ -127,6 +127,18 @@ def test_exp_run_with_set_param_is_recorded_by_exp_show(repo):
     table = sh(repo, "dvc", "exp", "show", "--csv")
     run = next(row for row in csv.DictReader(io.StringIO(table)) if row["Experiment"] == "lr003")
     assert float(run["train.lr"]) == 0.03 and 0 < float(run["test_accuracy"]) <= 1
+    # What `dvc exp show` leads with, as it comes: a few metric columns, the test figures first.
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    metrics = next(rev["data"]["metrics"] for commit in shown for exp in commit.get("experiments") or []
+                   for rev in exp["revs"] if rev["name"] == "lr003")
+    columns = [key for data in metrics.values() for key in data["data"]]
+    assert list(metrics) == ["metrics/eval.json", "metrics/train.json"] and len(columns) <= 12
+    assert columns[:2] == ["test_accuracy", "test_loss"]
+    header = table.splitlines()[0].split(",")
+    assert header.index("test_accuracy") < min(header.index(c) for c in header if c.startswith("train."))
+    # ... and `dvc metrics diff` against the commit: the test accuracy in its first rows.
+    rows = json.loads(sh(repo, "dvc", "metrics", "diff", "HEAD", "lr003", "--all", "--json"))
+    assert list(rows)[0] == "metrics/eval.json" and list(rows["metrics/eval.json"])[0] == "test_accuracy"
 
 
 def test_plots_diff_renders(repo):

@@ -180,7 +180,7 @@ def test_an_empty_directory_is_reported(small_model, tmp_path):
 @pytest.mark.parametrize("damage, problem", [
     ("other_architecture", "shape"),
     ("no_preprocessing", "preprocessing.json: missing"),
-    ("bad_preprocessing", "preprocessing.json: mean: input should be a valid number, got 'a lot'"),
+    ("bad_preprocessing", "preprocessing.json: mean must be a valid number, got 'a lot'"),
     ("no_model", "model.npz: missing"),
 ])
 def test_a_model_that_does_not_fit_is_one_line(small_model, tmp_path, damage, problem):
@@ -240,17 +240,17 @@ BROKEN_MODELS = {
     "infinite weight": (change_weight("conv1.weight", -np.inf), "model.npz: NaN or infinite values in conv1.weight"),
     "weights that overflow": (change_weight("fc3.weight", 1e38, everywhere=True), "the model's probabilities are NaN"),
     "NaN leaky_slope": (change_json("model.json", '"leaky_slope": NaN'),
-                        "model.json: leaky_slope: input should be a finite number, got nan"),
+                        "model.json: leaky_slope must be a finite number, got nan"),
     "std of 1e-300": (change_json("preprocessing.json", '"std": 1e-300'),
-                      "preprocessing.json: std: input should be greater than or equal to 0.001, got 1e-300"),
+                      "preprocessing.json: std must be greater than or equal to 0.001, got 1e-300"),
     "hidden of 500000": (change_json("model.json", '"hidden": [500000, 84]'),
-                         "model.json: hidden.0: input should be less than or equal to 65536, got 500000"),
+                         "model.json: hidden[0] must be less than or equal to 65536, got 500000"),
     "hidden that does not fit": (change_json("model.json", '"hidden": [60000, 84]'),
                                  "model.json: hidden [60000, 84] does not fit model.npz, whose fc1.weight has shape"),
     "infinite channels": (change_json("model.json", '"channels": [Infinity, 16]'),
-                          "model.json: channels.0: input should be a valid integer, got inf"),
+                          "model.json: channels[0] must be a valid integer, got inf"),
     "a string for an activation": (change_json("model.json", '"activation": "swish"'),
-                                   "model.json: activation: input should be 'relu', 'leaky_relu', 'tanh' or 'sigmoid'"),
+                                   "model.json: activation must be 'relu', 'leaky_relu', 'tanh' or 'sigmoid', got 'swish'"),
 }
 
 

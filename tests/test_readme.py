@@ -1,4 +1,8 @@
-"""The README is the front door: short, and every file, function, link and command it names exists."""
+"""The READMEs are the front doors: short, and every file, function, link and command they name exists.
+
+README.zh-CN.md is the Chinese door: its map of the tutorial has the English rows and its code
+blocks are copies of the English ones, so the two pages cannot drift apart.
+"""
 
 import ast
 import re
@@ -11,8 +15,9 @@ from lenet.cli import build_app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-MAX_README_LINES = 300
+README_ZH = ROOT / "README.zh-CN.md"
+PAGES = [README, README_ZH, *sorted((ROOT / "docs").glob("*.md"))]
+MAX_LINES = {README: 300, README_ZH: 150}  # the Chinese page leads to the English docs for the rest
 
 
 def text(page: Path) -> str:
@@ -34,15 +39,37 @@ def defines(path: Path, name: str) -> bool:
     return False
 
 
-def test_the_readme_leads_and_stops():
-    assert len(text(README).splitlines()) <= MAX_README_LINES
+def tutorial_map(page: Path) -> list[tuple[str, list[str]]]:
+    """The rows of a page's map of the tutorial: each row's section numbers and its code cells."""
+    rows = re.findall(r"^\| *([\d.]+(?:, [\d.]+)*) [^|]*\|(.*)\| *$", text(page), flags=re.M)
+    return [(sections, [cell.strip() for cell in code.split("|")]) for sections, code in rows]
 
 
-def test_the_map_of_the_tutorial_names_code_that_exists():
-    cells = re.findall(r"`([\w/]+\.py):(\w+)`", text(README))
+@pytest.mark.parametrize("page", MAX_LINES, ids=lambda p: p.name)
+def test_the_readme_leads_and_stops(page):
+    assert len(text(page).splitlines()) <= MAX_LINES[page]
+
+
+@pytest.mark.parametrize("page", [README, README_ZH], ids=lambda p: p.name)
+def test_the_map_of_the_tutorial_names_code_that_exists(page):
+    cells = re.findall(r"`([\w/]+\.py):(\w+)`", text(page))
     assert len(cells) >= 15
     for path, name in cells:
-        assert (ROOT / path).is_file() and defines(ROOT / path, name), f"{path}:{name}"
+        assert (ROOT / path).is_file() and defines(ROOT / path, name), f"{page.name}: {path}:{name}"
+
+
+def test_the_chinese_map_has_the_english_rows():
+    english = tutorial_map(README)
+    assert len(english) >= 11 and all(code[0] for _, code in english)
+    assert tutorial_map(README_ZH) == english
+
+
+def test_the_chinese_readme_shows_only_the_english_code_blocks():
+    """Each block verbatim, not the same list: the Chinese page is shorter and links for the rest."""
+    chinese, english = code_blocks(README_ZH), code_blocks(README)
+    assert len(chinese) >= 3
+    for block in chinese:
+        assert block in english, f"README.zh-CN.md: a block README.md does not have:\n{block}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

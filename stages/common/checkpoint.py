@@ -52,25 +52,18 @@ def save_checkpoint(path: Path, *, run_fingerprint: str, model, optimizer,
         np.savez(handle, **arrays)
 
 
-def read_fingerprint(path: Path) -> str | None:
-    """The fingerprint stored in the checkpoint at ``path``, or None if unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return json.loads(str(archive[_RECORD]))["fingerprint"]
-    except Exception:
-        return None
+def load_checkpoint(path: Path, run_fingerprint: str, *, model, optimizer, rng: np.random.Generator,
+                    early_stopping: EarlyStopping) -> TrainState | None:
+    """Restore model, optimizer, RNG and early stopping in place; return the TrainState.
 
-
-def load_checkpoint(path: Path, *, model, optimizer, rng: np.random.Generator,
-                    early_stopping: EarlyStopping) -> TrainState:
-    """Restore model, optimizer, RNG and early stopping in place; return the TrainState."""
+    None, with nothing restored, if the checkpoint belongs to another run (``run_fingerprint``).
+    """
     with np.load(path, allow_pickle=False) as archive:
         record = json.loads(str(archive[_RECORD]))
-        groups: dict[str, dict[str, np.ndarray]] = {_MODEL: {}, _OPTIM: {}, _BEST: {}}
-        for key in archive.files:
-            for prefix, group in groups.items():
-                if key.startswith(prefix):
-                    group[key[len(prefix):]] = archive[key]
+        if record["fingerprint"] != run_fingerprint:
+            return None
+        groups = {prefix: {key.removeprefix(prefix): archive[key] for key in archive.files if key.startswith(prefix)}
+                  for prefix in (_MODEL, _OPTIM, _BEST)}
     model.load_state_dict(groups[_MODEL])
     optimizer.load_state_dict(groups[_OPTIM])
     rng.bit_generator.state = record["rng"]
@@ -99,18 +92,16 @@ def resume(path: Path, run_fingerprint: str, fresh: Callable[[], tuple]) -> tupl
     rng, trainer = fresh()
     if not path.exists():
         return rng, trainer, None
-    stored = read_fingerprint(path)
-    if stored != run_fingerprint:
-        why = "unreadable (corrupt or truncated)" if stored is None else "it belongs to other params, data or code"
-        print(f"ignoring {path}: {why}; starting over", file=sys.stderr)
-        return rng, trainer, None
     try:
-        state = load_checkpoint(path, model=trainer.model, optimizer=trainer.optimizer, rng=rng,
+        state = load_checkpoint(path, run_fingerprint, model=trainer.model, optimizer=trainer.optimizer, rng=rng,
                                 early_stopping=trainer.early_stopping)
     except Exception as error:  # noqa: BLE001 - any damage: one line, and start over
         print(f"ignoring {path}: corrupt ({first_line(error)}); starting over", file=sys.stderr)
         trainer.model.close()  # the failed load may have filled some of its state
         rng, trainer = fresh()
+        return rng, trainer, None
+    if state is None:
+        print(f"ignoring {path}: it belongs to other params, data or code; starting over", file=sys.stderr)
         return rng, trainer, None
     print(f"resuming from {path} after epoch {state.epochs_done}", file=sys.stderr)
     return rng, trainer, state

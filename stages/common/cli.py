@@ -56,11 +56,14 @@ def install_signal_handlers() -> None:
         signal.signal(signum, _raise_interrupted)
 
 
-def describe_os_error(error: OSError) -> str:
-    """``<path>: <reason>`` (both paths for a rename), or the error's text without a path."""
-    reason = error.strerror or str(error)
-    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
-    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+def _error_line(error: Exception) -> str:
+    """Ours as it is; an OSError as ``<path>: <reason>`` (both paths for a rename); anything else with a hint."""
+    if isinstance(error, LenetError):
+        return str(error)
+    if isinstance(error, OSError):
+        paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+        return f"{paths}: {error.strerror or error}" if paths else error.strerror or str(error)
+    return f"unexpected {type(error).__name__}: {first_line(error)} (rerun with {DEBUG_ENV}=1 to see the traceback)"
 
 
 def run(app: typer.Typer, *, report_time: bool = True) -> None:
@@ -74,45 +77,29 @@ def run(app: typer.Typer, *, report_time: bool = True) -> None:
         a command whose output people read (``lenet predict``) ends on its results.
     """
     name = Path(sys.argv[0]).stem  # python -m stages.train: .../stages/train.py -> train
-    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     started = time.perf_counter()
     install_signal_handlers()
     try:
+        # Typer returns an exit code instead of raising when it stopped early: --help (0),
+        # Ctrl-C caught by Typer itself (130), an explicit typer.Exit. None means the command ran.
         result = app(standalone_mode=False)
-    except Interrupted as interruption:
-        print(f"{name}: interrupted ({interruption})", file=sys.stderr)
-        raise SystemExit(128 + interruption.signum) from None
-    except KeyboardInterrupt:  # a SIGINT that arrived before our handler was installed
-        print(f"{name}: interrupted (SIGINT)", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
+    except (Interrupted, KeyboardInterrupt) as interruption:  # KeyboardInterrupt: before our handler
+        result = 128 + getattr(interruption, "signum", signal.SIGINT)
     except typer.Abort:  # Typer's EOFError on a prompt
         print(f"{name}: aborted", file=sys.stderr)
         raise SystemExit(1) from None
     except typer.TyperException as error:  # usage errors (bad options) format themselves
         error.show()
         raise SystemExit(error.exit_code) from None
-    except LenetError as error:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except OSError as error:
-        if debug:
-            traceback.print_exc()
-        print(f"error: {describe_os_error(error)}", file=sys.stderr)
-        raise SystemExit(1) from None
     except Exception as error:  # noqa: BLE001 - the boundary: one line, the traceback on demand
-        if debug:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             traceback.print_exc()
-        print(f"error: unexpected {type(error).__name__}: {first_line(error)} "
-              f"(rerun with {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
+        print(f"error: {_error_line(error)}", file=sys.stderr)
         raise SystemExit(1) from None
-    # Typer returns an exit code instead of raising when it stopped early: --help (0),
-    # Ctrl-C caught by Typer itself (130), an explicit typer.Exit. None means the command ran.
-    if result is not None:
-        if result == 128 + signal.SIGINT:
-            print(f"{name}: interrupted (SIGINT)", file=sys.stderr)
-        raise SystemExit(result)
-    if report_time:
-        print(f"{name}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    raise SystemExit(0)
+    if result is None:
+        if report_time:
+            print(f"{name}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        raise SystemExit(0)
+    if result - 128 in HANDLED_SIGNALS:
+        print(f"{name}: interrupted ({signal.Signals(result - 128).name})", file=sys.stderr)
+    raise SystemExit(result)

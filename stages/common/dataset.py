@@ -1,31 +1,13 @@
 """A prepared MNIST split on disk: the one place that knows its storage format.
 
-Format (one Parquet file per split, chosen by ``benchmarks/bench_parquet.py``):
-
-- columns ``label`` (uint8, 0–9), ``source_index`` (int32, the image's 0-based index in its
-  IDX file) and ``pixels`` (``fixed_size_binary(784)``: the raw 28x28 uint8 image, row-major);
-- the schema metadata key ``mnist_split`` holds JSON: ``mean`` and ``std`` (of the training
-  split's pixels scaled to [0, 1]), ``shape`` [1, 28, 28], ``stored_dtype`` "uint8",
-  ``normalize_run`` (the id of the normalize run that wrote the split: its three splits share
-  it), ``content_sha256`` (see :func:`content_sha256`) and whatever the writer adds (split
-  name, sizes, source checksums, provenance).
-
-Integrity: Parquet has no checksum of its own that pyarrow writes and checks, and a flipped
-bit in a zstd page or in the metadata can load as other pixels, labels or constants. So
-``content_sha256`` covers every value a reader gets (labels, source indices, pixels and the
-rest of the metadata), and :func:`read_split` recomputes it: a file either loads exactly as
+One deterministic Parquet file per split: columns ``label`` (uint8), ``source_index`` (int32,
+the image's 0-based index in its IDX file) and ``pixels`` (``fixed_size_binary(784)``, the raw
+28x28 uint8 image), zstd level 1; benchmarks/README.md says why this layout (smallest and
+fastest to load of those measured by ``benchmarks/bench_parquet.py``). The schema metadata key
+``mnist_split`` holds JSON: the training split's ``mean`` and ``std``, the ``normalize_run``
+its three splits share, and ``content_sha256`` over every value a reader gets, which
+:func:`read_split` recomputes, since Parquet checks no checksum: a file loads exactly as
 written or is refused.
-
-Why raw uint8 in one fixed-size binary column: it is the smallest layout (1 byte per pixel,
-no per-value framing; the float32 layout is 4x larger) and the fastest to load, since the
-column's data buffer *is* the (N, 28, 28) array (``np.frombuffer``, no per-value decoding,
-unlike a list or 784 columns, which Parquet also widens to 4-byte INT32 values).
-Normalizing at load time is one 256-entry lookup table. zstd (level 1) because MNIST's
-mostly-zero pixels shrink 4.7x (43 MB -> 9 MB for the training split) for ~30 ms more
-per read; snappy is both larger and slower to decode here, higher zstd levels gain ~5%.
-
-Files are deterministic (same input, same bytes: Parquet records no timestamp, only the
-pinned writer version) and written atomically.
 """
 
 from __future__ import annotations
@@ -33,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +31,6 @@ PIXELS_PER_IMAGE = 28 * 28
 METADATA_KEY = b"mnist_split"
 FORMAT_VERSION = 2  # 2: normalize_run and content_sha256
 RUN_KEY, CHECKSUM_KEY = "normalize_run", "content_sha256"
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 SCHEMA = pa.schema([
     ("label", pa.uint8()),
     ("source_index", pa.int32()),
@@ -82,16 +62,8 @@ def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
     Returns
     -------
     mean, std : float
-
-    Raises
-    ------
-    ValueError
-        If ``pixels`` is not a non-empty uint8 array.
     """
-    pixels = np.asarray(pixels)
-    if pixels.dtype != np.uint8 or pixels.size == 0:
-        raise ValueError(f"pixels must be a non-empty uint8 array, got {pixels.dtype} of size {pixels.size}")
-    flat = pixels.reshape(-1)
+    flat = np.asarray(pixels).reshape(-1)
     counts = np.zeros(256, dtype=np.int64)
     chunk = 1 << 22
     for start in range(0, flat.size, chunk):
@@ -133,57 +105,27 @@ class Split:
         return len(self.labels)
 
 
-def _sha256_of(parts) -> str:
-    """SHA-256 of the parts, each prefixed with its length (so no two lists of parts collide)."""
+def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray, facts: bytes | None = None) -> str:
+    """SHA-256 (hex) of a split's values as stored: ``facts`` if given, labels, source_index, pixels.
+
+    The arrays are as :func:`write_split` takes them. Each part is hashed after its length, so
+    no two lists of parts collide.
+    """
+    stored = (np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(source_index, dtype="<i4"),
+              np.ascontiguousarray(pixels, dtype=np.uint8))
     digest = hashlib.sha256()
-    for part in parts:
+    for part in ([] if facts is None else [facts]) + list(stored):
         view = memoryview(part).cast("B") if len(part) else b""  # an empty split (val_size 0) has no bytes
         digest.update(len(view).to_bytes(8, "little"))
         digest.update(view)
     return digest.hexdigest()
 
 
-def _stored_arrays(pixels, labels, source_index) -> tuple[np.ndarray, ...]:
-    """The arrays as the file stores them: uint8, little-endian int32, uint8 (C order)."""
-    return (np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(source_index, dtype="<i4"),
-            np.ascontiguousarray(pixels, dtype=np.uint8))
-
-
-def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray) -> str:
-    """SHA-256 of a split's stored values: labels, source_index, pixels.
-
-    Parameters
-    ----------
-    pixels : (N, 28, 28) uint8
-    labels, source_index : (N,) integers
-        As :func:`write_split` takes them.
-
-    Returns
-    -------
-    str
-        The hex digest.
-    """
-    return _sha256_of(_stored_arrays(pixels, labels, source_index))
-
-
 def content_sha256(metadata: dict[str, Any], pixels: np.ndarray, labels: np.ndarray,
                    source_index: np.ndarray) -> str:
-    """The ``content_sha256`` of a split: its metadata (all but this key, as key-sorted JSON) and values.
-
-    Parameters
-    ----------
-    metadata : dict
-        The split's metadata; a ``content_sha256`` key in it is left out.
-    pixels : (N, 28, 28) uint8
-    labels, source_index : (N,) integers
-
-    Returns
-    -------
-    str
-        The hex digest.
-    """
+    """The ``content_sha256`` of a split: its metadata (all but this key, as key-sorted JSON), then its values."""
     facts = json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True)
-    return _sha256_of([facts.encode(), *_stored_arrays(pixels, labels, source_index)])
+    return data_sha256(pixels, labels, source_index, facts.encode())
 
 
 def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
@@ -208,20 +150,9 @@ def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source
         JSON-serializable facts to record (split name, sizes, checksums, provenance).
     """
     pixels = np.ascontiguousarray(pixels)
-    labels, source_index = np.asarray(labels), np.asarray(source_index)
     n = len(pixels)
-    if pixels.dtype != np.uint8 or pixels.shape != (n, *IMAGE_SHAPE[1:]):
+    if pixels.dtype != np.uint8 or pixels.shape != (n, *IMAGE_SHAPE[1:]):  # stored as one raw buffer, unchecked
         raise ValueError(f"pixels must be (N, 28, 28) uint8, got {pixels.shape} {pixels.dtype}")
-    if labels.shape != (n,) or source_index.shape != (n,):
-        raise ValueError(f"labels {labels.shape} and source_index {source_index.shape} must be ({n},)")
-    if n and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError("labels must be in 0-9")
-    if n and (source_index.min() < 0 or source_index.max() >= 2**31):
-        raise ValueError("source_index must be in [0, 2**31)")
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise ValueError(f"need a finite mean and std > 0, got mean={mean}, std={std}")
-    if not isinstance(run_id, str) or not _SHA256_HEX.fullmatch(run_id):
-        raise ValueError(f"run_id must be 64 lowercase hex digits, got {run_id!r}")
     metadata = {**info, "mean": float(mean), "std": float(std), "num_images": n,
                 "shape": list(IMAGE_SHAPE), "stored_dtype": "uint8", "format_version": FORMAT_VERSION,
                 RUN_KEY: run_id}
@@ -229,7 +160,7 @@ def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source
     pixel_column = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(PIXELS_PER_IMAGE), n, [None, pa.py_buffer(pixels)])
     table = pa.table(
-        [pa.array(labels.astype(np.uint8)), pa.array(source_index.astype(np.int32)), pixel_column],
+        [pa.array(np.asarray(labels, np.uint8)), pa.array(np.asarray(source_index, np.int32)), pixel_column],
         schema=SCHEMA.with_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True)}),
     )
     with atomic_write(path) as handle:
@@ -249,8 +180,8 @@ def _read_table(path: Path) -> pa.Table:
 def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:
     """The split's metadata, as far as it can be read; :func:`read_split` then checks its checksum.
 
-    Every value write_split records was checked when it was written, and ``content_sha256``
-    covers them all: once it matches, the metadata is exactly what was written.
+    ``content_sha256`` covers every value: once it matches, the metadata is exactly what
+    the normalize stage wrote, so no value needs a check of its own.
     """
     name = METADATA_KEY.decode()
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
@@ -270,14 +201,6 @@ def _read_metadata(path: Path, table: pa.Table) -> dict[str, Any]:
 
 def read_split(path: str | Path) -> Split:
     """Load the split at ``path``, normalized for the model.
-
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    Split
 
     Raises
     ------
@@ -323,10 +246,7 @@ def read_split(path: str | Path) -> Split:
 def check_same_run(*splits: Split) -> None:
     """Refuse splits written by different normalize runs (e.g. one killed between two files).
 
-    Raises
-    ------
-    LenetError
-        Naming the first split and the first one that differs from it.
+    The LenetError names the first split and the first one that differs from it.
     """
     first = splits[0]
     for other in splits[1:]:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 import nn
 from stages.common.errors import LenetError, first_line
 from stages.common.outputs import write_json
-from stages.common.params import Section, TrainParams
+from stages.common.params import Section, TrainParams, _one_line
 from stages.common.paths import MODELS
 
 WEIGHTS, CONFIG, PREPROCESSING = "model.npz", "model.json", "preprocessing.json"
@@ -113,19 +113,17 @@ def _damaged(path: Path, what: str) -> LenetError:
 
 def _validated(path: Path, schema: type[BaseModel]) -> tuple[BaseModel, dict]:
     """The JSON object in ``path`` as ``schema`` reads it, and as written (once ``schema`` accepts it)."""
-    text = path.read_bytes()
     try:
-        values = schema.model_validate_json(text)
+        text = path.read_text(encoding="utf-8")
+        written = json.loads(text)
+    except ValueError:  # also bytes that are not UTF-8
+        raise _damaged(path, "not valid JSON") from None
+    if not isinstance(written, dict):
+        raise _damaged(path, "not a JSON object")
+    try:
+        return schema.model_validate_json(text), written
     except ValidationError as error:
-        problem = error.errors(include_url=False)[0]  # one line: the first problem
-        if problem["type"] == "json_invalid":
-            raise _damaged(path, "not valid JSON") from None
-        if not problem["loc"]:
-            raise _damaged(path, "not a JSON object") from None
-        where = ".".join(map(str, problem["loc"]))
-        got = "" if problem["type"] == "missing" else f", got {problem['input']!r}"
-        raise _damaged(path, f"{where}: {problem['msg'][0].lower()}{problem['msg'][1:]}{got}") from None
-    return values, json.loads(text)
+        raise LenetError(f"{_one_line(error, path)}; {RETRAIN}") from None
 
 
 def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:

