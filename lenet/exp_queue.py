@@ -69,6 +69,15 @@ def _state(executor: dict | None) -> str:
     return DONE if state == "success" else state
 
 
+def commit_of(rev: str) -> str:
+    """The commit ``rev`` names now (experiments hang off their baseline commit, not a branch)."""
+    result = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise LenetError(f"--rev {rev}: not a commit of this repository")
+    return result.stdout.strip()
+
+
 def experiments(rev: str = "HEAD", num: int = 1) -> dict[str, Experiment]:
     """Experiments of baseline ``rev`` and the ``num - 1`` first-parent commits before it, by name.
 
@@ -109,7 +118,7 @@ def wait_for(names: list[str], poll: float, rev: str = "HEAD") -> dict[str, str]
     poll : float
         Seconds between two looks.
     rev : str, default "HEAD"
-        The baseline the runs were queued on.
+        The baseline the runs were queued on (a commit: HEAD may move meanwhile).
 
     Returns
     -------

@@ -197,7 +197,7 @@ def write_figure(study: Study, runs: list[Run], results: dict[str, Result], out:
     return path
 
 
-def queue_and_run(runs: list[Run], found: dict[str, exp_queue.Experiment], poll: float) -> bool:
+def queue_and_run(runs: list[Run], found: dict[str, exp_queue.Experiment], poll: float, baseline: str) -> bool:
     """Queue the runs not done, queued or running; run the queue one at a time; wait. False if any failed."""
     for run in runs:
         if run.name not in found or found[run.name].state == exp_queue.FAILED:
@@ -208,7 +208,7 @@ def queue_and_run(runs: list[Run], found: dict[str, exp_queue.Experiment], poll:
         return True
     started = time.perf_counter()
     exp_queue.start_queue(jobs=1)
-    states = exp_queue.wait_for(waiting, poll)
+    states = exp_queue.wait_for(waiting, poll, baseline)
     print(f"{len(waiting)} runs finished in {_minutes(time.perf_counter() - started)}", file=sys.stderr)
     failed = [name for name, state in states.items() if state != exp_queue.DONE]
     for name in failed:
@@ -247,7 +247,8 @@ def main(
         return
     if rev != "HEAD" and not table_only:
         raise LenetError(f"--rev {rev}: only with --table-only (runs are queued on HEAD)")
-    found = exp_queue.experiments(rev, num)
+    baseline = exp_queue.commit_of(rev)  # HEAD may move while the runs run (a commit meanwhile)
+    found = exp_queue.experiments(baseline, num)
     done = {run.name for run in runs if run.name in found and found[run.name].state == exp_queue.DONE}
     if table_only and not done:
         raise LenetError(f"none of the {len(runs)} runs has finished among the experiments of {rev} "
@@ -256,9 +257,9 @@ def main(
         problem = mismatch(found[run.name], run) if run.name in done else None
         if problem:
             raise LenetError(f"{problem}; remove it (dvc exp remove {run.name}) or pass other -S values")
-    ok = table_only or queue_and_run(runs, found, poll)
+    ok = table_only or queue_and_run(runs, found, poll, baseline)
     if not table_only:
-        found = exp_queue.experiments(rev, num)
+        found = exp_queue.experiments(baseline, num)
     results = {run.name: result(found[run.name]) for run in runs
                if run.name in found and found[run.name].state == exp_queue.DONE}
     for study in studies:
