@@ -24,6 +24,7 @@ from stages.common.progress import EPOCH_LINE, MEMORY_LINE
 
 PENDING = ("queued", "running")
 DONE, FAILED = "done", "failed"
+FAILED_LOOKS = 3  # consecutive failures of dvc exp show before waiting gives up
 
 
 def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -110,7 +111,8 @@ def wait_for(names: list[str], poll: float, rev: str = "HEAD") -> dict[str, str]
 
     Each change of state is printed to stderr as it is seen. When runs wait and none runs,
     ``dvc queue start -j 1`` is called again: DVC's file-based queue broker can stop its
-    worker with runs still queued, and starting one when one runs does nothing.
+    worker with runs still queued, and starting one when one runs does nothing. A look that
+    fails (seen once: a run's temporary copy vanishing under ``dvc exp show``) is retried.
 
     Parameters
     ----------
@@ -126,8 +128,18 @@ def wait_for(names: list[str], poll: float, rev: str = "HEAD") -> dict[str, str]
         ``{name: state}``, each "done" or "failed".
     """
     seen: dict[str, str] = {}
+    failures = 0
     while True:
-        found = experiments(rev)
+        try:
+            found = experiments(rev)
+        except LenetError as error:  # DVC can trip over a run's temporary copy as it comes or goes
+            failures += 1
+            if failures >= FAILED_LOOKS:
+                raise
+            print(f"{time.strftime('%H:%M:%S')} {error}; looking again", file=sys.stderr, flush=True)
+            time.sleep(poll)
+            continue
+        failures = 0
         missing = sorted(set(names) - set(found))
         if missing:
             raise LenetError(f"dvc exp show does not list {', '.join(missing)}: "

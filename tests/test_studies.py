@@ -276,3 +276,17 @@ def test_failed_runs_show_their_log_and_fail_the_command(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == \
         "error: some runs failed (their logs are above; dvc queue logs NAME shows them whole)"
     assert "| LR=0.005, BS=32, Epochs=1 | 96.15% | not run | — | — |" in result.stdout
+
+
+def test_a_look_at_the_queue_that_fails_once_is_retried(monkeypatch):
+    looks = iter([exp_queue.LenetError("dvc exp show --json ... failed: ERROR: directory '.dvc/tmp/exps/x' does not exist"),
+                  {"run-a": "done"}])
+
+    def experiments(rev="HEAD", num=1):
+        look = next(looks)
+        if isinstance(look, Exception):
+            raise look
+        return {name: exp_queue.Experiment(name, "", state, "", {}, {}) for name, state in look.items()}
+
+    monkeypatch.setattr(exp_queue, "experiments", experiments)
+    assert exp_queue.wait_for(["run-a"], poll=0) == {"run-a": "done"}
