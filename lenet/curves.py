@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 
 import matplotlib
 from matplotlib.figure import Figure  # the object API: no pyplot, no backend, no global state
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from stages.common.errors import LenetError
 
@@ -100,6 +101,9 @@ def study_figure(title: str, histories: dict[str, dict[str, list[float]]]) -> Fi
     """Training accuracy per epoch, one curve per run, as the original tutorial drew its studies.
 
     Runs with a validation split add their validation accuracy, dashed, in the same colour.
+    The accuracy axis is a logit scale (10%, 50%, 90%, 99%, 99.9% equally spaced), so runs
+    that differ in the last tenth of a point stay apart beside a first epoch far below them.
+    The legend sits under the chart, one line per curve.
 
     Parameters
     ----------
@@ -115,14 +119,24 @@ def study_figure(title: str, histories: dict[str, dict[str, list[float]]]) -> Fi
         One axes; legend labels are the keys of ``histories`` (``<label> (validation)`` for
         the dashed curves).
     """
-    figure = Figure(figsize=(8, 5), layout="constrained")
+    curves = sum(1 + ("val_accuracy" in history) for history in histories.values())
+    figure = Figure(figsize=(8, 4.5 + 0.2 * curves), layout="constrained")
     axes = figure.subplots()
+    values = []
     for colour, (label, history) in zip(colours(len(histories)), histories.items()):
         axes.plot(history["epoch"], history["train_accuracy"], "-", color=colour, label=label)
+        values += history["train_accuracy"]
         if "val_accuracy" in history:
             axes.plot(history["epoch"], history["val_accuracy"], "--", color=colour, label=f"{label} (validation)")
-    axes.set(title=title, xlabel="epoch", ylabel="training accuracy")
-    axes.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+            values += history["val_accuracy"]
+    axes.set_yscale("logit", nonpositive="clip")
+    inside = [value for value in values if 0 < value < 1] or [0.5]
+    low, high = (math.log(v / (1 - v)) for v in (min(inside), max(inside)))
+    margin = 0.05 * (high - low) + 0.05
+    axes.set_ylim(*(1 / (1 + math.exp(-edge)) for edge in (low - margin, high + margin)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:g}%"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
+    axes.set(title=title, xlabel="epoch", ylabel="training accuracy (logit scale)")
     _integer_epochs(axes)
-    axes.legend(fontsize="small", ncol=2 if len(histories) > 6 else 1)
+    figure.legend(loc="outside lower center", fontsize="small")
     return figure
