@@ -1,15 +1,16 @@
-"""Talk to DVC's experiment queue through its command line: queue, run, wait, read back.
+"""DVC's experiments through its documented, machine-readable interfaces: queue, run, wait, read back.
 
-Only DVC's documented commands are used (``dvc exp run --queue``, ``dvc queue start``,
-``dvc queue status``, ``dvc queue logs``, ``dvc exp show --json``), so this keeps working
-whatever DVC does inside. Wall-clock times are read from the runs' console logs, which DVC
-keeps beside the queue, never from a tracked output (those hold no wall-clock values).
+Runs are queued with ``dvc exp run --queue`` and run by ``dvc queue start``; everything
+about them is read from ``dvc exp show --json`` (typed params and metrics, and each run's
+state), their files with ``dvc.api.read``, and their console output with ``dvc queue logs``.
+Never DVC's tables for people, whose layout may change. Wall-clock times and memory come
+from the runs' console logs, which DVC keeps beside the queue, never from a tracked output
+(those hold no values that change from run to run).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -18,14 +19,12 @@ import time
 from dataclasses import dataclass
 
 from stages.common.errors import LenetError
+from stages.common.paths import HISTORY
+from stages.common.progress import EPOCH_LINE, MEMORY_LINE
 
-# The last line of `dvc queue status`: "Worker status: 1 active, 0 idle".
-_WORKERS_LINE = re.compile(r"^Worker status: (?P<active>\d+) active, (?P<idle>\d+) idle")
-# A task line of `dvc queue status`: "c1063d6  tut-a   08:53 AM   Success".
-_TASK_LINE = re.compile(r"^(?P<task>[0-9a-f]{7,})\s+(?P<name>\S+)\s+.*?\s(?P<status>\w+)\s*$")
-PENDING = ("Queued", "Running")
-# The per-epoch console line of the train stage (stages/common/progress.py) ends in its time.
-_EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+): .*\|\s*([0-9.]+)s\s*$", re.MULTILINE)
+PENDING = ("queued", "running")
+DONE, FAILED = "done", "failed"
+FAILED_LOOKS = 3  # consecutive failures of dvc exp show before waiting gives up
 
 
 def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -39,7 +38,7 @@ def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def start_queue(jobs: int = 1) -> None:
-    """``dvc queue start -j jobs``.
+    """``dvc queue start -j jobs``: starts the workers not yet running (none if all are).
 
     Its workers outlive it and inherit its output streams, so those go to a file: reading
     them through a pipe would wait for the whole queue.
@@ -53,122 +52,129 @@ def start_queue(jobs: int = 1) -> None:
             raise LenetError(f"dvc queue start -j {jobs} failed: {lines[0].strip()}")
 
 
-def queue_state() -> tuple[dict[str, tuple[str, str]], int]:
-    """``dvc queue status``: ``({task id: (name, status)}, number of workers alive)``."""
-    tasks, workers = {}, 0
-    for line in dvc("queue", "status").stdout.splitlines():
-        match = _TASK_LINE.match(line.strip())
-        if match:
-            tasks[match["task"]] = (match["name"], match["status"])
-        workers_line = _WORKERS_LINE.match(line.strip())
-        if workers_line:
-            workers = int(workers_line["active"]) + int(workers_line["idle"])
-    return tasks, workers
-
-
-def queue_tasks() -> dict[str, tuple[str, str]]:
-    """Every task of ``dvc queue status``: ``{task id: (name, status)}``."""
-    return queue_state()[0]
-
-
-def wait_for(names: list[str], old_tasks: set[str], poll: float) -> dict[str, str]:
-    """Poll ``dvc queue status`` until the tasks named ``names`` have all finished.
-
-    Each change of status is printed to stderr as it is seen.
-
-    Parameters
-    ----------
-    names : list of str
-    old_tasks : set of str
-        Task ids queued before, which are not ours.
-    poll : float
-        Seconds between two polls.
-
-    Returns
-    -------
-    dict of str to str
-        ``{name: status}``.
-    """
-    seen: dict[str, str] = {}
-    while True:
-        tasks, workers = queue_state()
-        ours = {name: status for task, (name, status) in tasks.items()
-                if task not in old_tasks and name in names}
-        missing = sorted(set(names) - set(ours))
-        if missing:
-            raise LenetError(f"dvc queue status does not list {', '.join(missing)}: "
-                             "were they removed from the queue (dvc queue remove)?")
-        for name in names:
-            if seen.get(name) != ours[name]:
-                print(f"{time.strftime('%H:%M:%S')} {name}: {ours[name]}", file=sys.stderr, flush=True)
-        seen = ours
-        if not any(status in PENDING for status in ours.values()):
-            return ours
-        if workers == 0 and "Running" not in ours.values():
-            # DVC's file-based queue broker can stop its worker with runs still queued (a
-            # message read while being written); the queued runs are intact, so start anew.
-            print(f"{time.strftime('%H:%M:%S')} the queue worker stopped with runs still queued: "
-                  "restarting it (dvc queue start)", file=sys.stderr, flush=True)
-            start_queue()
-        time.sleep(poll)
-
-
-def epoch_seconds(name: str) -> float | None:
-    """Mean wall-clock seconds of one training epoch (train + validation) of queued run ``name``.
-
-    Read from its console log (``dvc queue logs``); None without one.
-    """
-    result = dvc("queue", "logs", name, check=False)
-    seconds = [float(match[3]) for match in _EPOCH_LINE.finditer(result.stdout)]
-    return sum(seconds) / len(seconds) if result.returncode == 0 and seconds else None
-
-
-def log_tail(name: str, lines: int = 25) -> str:
-    """The last ``lines`` lines of the queued run ``name``'s console log."""
-    result = dvc("queue", "logs", name, check=False)
-    return "\n".join((result.stdout + result.stderr).rstrip().splitlines()[-lines:])
-
-
 @dataclass(frozen=True)
 class Experiment:
-    """One finished experiment as ``dvc exp show --json`` reports it."""
+    """One experiment as ``dvc exp show --json`` reports it."""
 
     name: str
+    rev: str        # its commit, for dvc.api.read
+    state: str      # "queued", "running", "failed" or "done"
     timestamp: str
     params: dict    # params.yaml, nested as in the file
-    metrics: dict   # {metrics file: its values}
+    metrics: dict   # {metrics file: its values}; empty unless done
 
 
-def experiments(all_commits: bool = False) -> dict[str, Experiment]:
-    """Finished experiments with metrics, by name (the newest where a name repeats across baselines).
+def _state(executor: dict | None) -> str:
+    """A run's state from its ``executor`` entry: none, or "success", once it is done."""
+    state = (executor or {}).get("state") or "success"
+    return DONE if state == "success" else state
 
-    From the HEAD baseline, or from every commit with ``all_commits``.
+
+def commit_of(rev: str) -> str:
+    """The commit ``rev`` names now (experiments hang off their baseline commit, not a branch)."""
+    result = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise LenetError(f"--rev {rev}: not a commit of this repository")
+    return result.stdout.strip()
+
+
+def experiments(rev: str = "HEAD", num: int = 1) -> dict[str, Experiment]:
+    """Experiments of baseline ``rev`` and the ``num - 1`` first-parent commits before it, by name.
+
+    Where a name repeats (a failed run queued again, or the same name on two baselines) the
+    newest entry wins. A run that is not done has no metrics of its own (DVC would show its
+    baseline's), so they are left out.
     """
-    # A failed or queued run has no metrics of its own: DVC would show its baseline's.
-    output = dvc("exp", "show", "--json", "--hide-failed", "--hide-queued",
-                 *(["--all-commits"] if all_commits else [])).stdout
+    output = dvc("exp", "show", "--json", "--rev", rev, "-n", str(num)).stdout
     found: dict[str, Experiment] = {}
     for baseline in json.loads(output):
         for experiment in baseline.get("experiments") or []:
-            for rev in experiment.get("revs") or []:
-                data = rev.get("data") or {}
-                metrics = {path: entry["data"] for path, entry in (data.get("metrics") or {}).items()
-                           if "data" in entry}
-                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-                name = rev.get("name") or experiment.get("name")
-                if not name or not metrics:
+            state = _state(experiment.get("executor"))
+            for entry in experiment.get("revs") or []:
+                data = entry.get("data") or {}
+                name = entry.get("name") or experiment.get("name")
+                if not name:
                     continue
-                candidate = Experiment(name, data.get("timestamp") or "", params, metrics)
-                if name not in found or candidate.timestamp > found[name].timestamp:
+                metrics = {path: values["data"] for path, values in (data.get("metrics") or {}).items()
+                           if "data" in values} if state == DONE else {}
+                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+                candidate = Experiment(name, entry.get("rev") or "", state, data.get("timestamp") or "",
+                                       params, metrics)
+                if name not in found or candidate.timestamp >= found[name].timestamp:
                     found[name] = candidate
     return found
 
 
-def experiment_names() -> set[str]:
-    """Names of every experiment of the HEAD baseline, queued, running or done."""
-    names = set()
-    for baseline in json.loads(dvc("exp", "show", "--json").stdout):
-        for experiment in baseline.get("experiments") or []:
-            names.add(experiment.get("name"))
-            names.update(rev.get("name") for rev in experiment.get("revs") or [])
-    return names - {None}
+def wait_for(names: list[str], poll: float, rev: str = "HEAD") -> dict[str, str]:
+    """Poll ``dvc exp show --json`` until the runs ``names`` are neither queued nor running.
+
+    Each change of state is printed to stderr as it is seen. When runs wait and none runs,
+    ``dvc queue start -j 1`` is called again: DVC's file-based queue broker can stop its
+    worker with runs still queued, and starting one when one runs does nothing. A look that
+    fails (seen once: a run's temporary copy vanishing under ``dvc exp show``) is retried.
+
+    Parameters
+    ----------
+    names : list of str
+    poll : float
+        Seconds between two looks.
+    rev : str, default "HEAD"
+        The baseline the runs were queued on (a commit: HEAD may move meanwhile).
+
+    Returns
+    -------
+    dict of str to str
+        ``{name: state}``, each "done" or "failed".
+    """
+    seen: dict[str, str] = {}
+    failures = 0
+    while True:
+        try:
+            found = experiments(rev)
+        except LenetError as error:  # DVC can trip over a run's temporary copy as it comes or goes
+            failures += 1
+            if failures >= FAILED_LOOKS:
+                raise
+            print(f"{time.strftime('%H:%M:%S')} {error}; looking again", file=sys.stderr, flush=True)
+            time.sleep(poll)
+            continue
+        failures = 0
+        missing = sorted(set(names) - set(found))
+        if missing:
+            raise LenetError(f"dvc exp show does not list {', '.join(missing)}: "
+                             "were they removed from the queue (dvc queue remove)?")
+        states = {name: found[name].state for name in names}
+        for name in names:
+            if seen.get(name) != states[name]:
+                print(f"{time.strftime('%H:%M:%S')} {name}: {states[name]}", file=sys.stderr, flush=True)
+        seen = states
+        if not any(state in PENDING for state in states.values()):
+            return states
+        if "running" not in states.values():
+            start_queue()
+        time.sleep(poll)
+
+
+def log(name: str) -> str | None:
+    """The console output of queued run ``name`` (``dvc queue logs``), or None without one."""
+    result = dvc("queue", "logs", name, check=False)
+    return result.stdout if result.returncode == 0 else None
+
+
+def epoch_seconds(console: str | None) -> list[float]:
+    """Wall-clock seconds of each training epoch (train + validation) in a train stage's output."""
+    return [float(match[3]) for match in EPOCH_LINE.finditer(console or "")]
+
+
+def peak_memory_mib(console: str | None) -> int | None:
+    """The train stage's peak memory (train process and workers) from its output; None without."""
+    matches = MEMORY_LINE.findall(console or "")
+    return int(matches[-1]) if matches else None
+
+
+def history(experiment: Experiment) -> str:
+    """The experiment's metrics/history.csv, as committed in it."""
+    import dvc.api  # imported here: it takes a second, and only figures need it
+
+    return dvc.api.read(HISTORY.as_posix(), rev=experiment.rev)

@@ -6,7 +6,7 @@ import numpy as np
 
 from nn.im2col import (PaddedBuffer, batch_first, batch_last, col2im, im2col, is_batch_last, output_size,
                        pair, reshaped_view)
-from nn.init import initialize
+from nn.init import initialize, initialize_bias
 from nn.module import Module
 
 
@@ -23,6 +23,8 @@ class Conv2d(Module):
     bias : bool, default True
     init : str, default "he_uniform"
         Weight initializer from ``nn.init.SCHEMES``.
+    bias_init : {"zeros", "randn"}, default "zeros"
+        Drawn after the weight (``nn.init.initialize_bias``).
     rng : numpy.random.Generator or None, default None
         Draws the weights; ``None`` draws from a fresh, *unseeded* ``np.random.default_rng()``
         (pass one for reproducible weights).
@@ -39,7 +41,7 @@ class Conv2d(Module):
     params["weight"] : (C_out, C_in, kH, kW)
         Drawn from ``init`` with fan_in = C_in*kH*kW.
     params["bias"] : (C_out,)
-        Zeros (absent when ``bias=False``).
+        From ``bias_init`` (absent when ``bias=False``).
 
     Notes
     -----
@@ -58,7 +60,7 @@ class Conv2d(Module):
     CHUNK_BYTES = 512 << 10
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = True, *, init: str = "he_uniform",
+                 bias: bool = True, *, init: str = "he_uniform", bias_init: str = "zeros",
                  rng: np.random.Generator | None = None, dtype=np.float32) -> None:
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -72,7 +74,7 @@ class Conv2d(Module):
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self._add_param("weight", initialize(shape, init, rng, dtype=self.dtype))
         if bias:
-            self._add_param("bias", np.zeros(self.out_channels, dtype=self.dtype))
+            self._add_param("bias", initialize_bias(self.out_channels, bias_init, rng, dtype=self.dtype))
         self._padded = PaddedBuffer(0.0)
         self._cache = None
 

@@ -1,7 +1,8 @@
 """Weight initializers, all driven by an explicit ``numpy.random.Generator``.
 
 Values are drawn in float64 and then cast, so float32 and float64 models built from the same
-seed hold the same weights up to rounding (useful for comparing them). Biases are always zero.
+seed hold the same weights up to rounding (useful for comparing them). Biases start at zero
+(:data:`BIAS_SCHEMES`), or drawn from N(0, 1) as the original tutorial drew them.
 
 Fans follow PyTorch: for a weight ``(C_out, C_in, kH, kW)`` fan_in = C_in*kH*kW and
 fan_out = C_out*kH*kW; for ``(out, in)`` fan_in = in, fan_out = out.
@@ -14,6 +15,7 @@ import math
 import numpy as np
 
 SCHEMES = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "randn")
+BIAS_SCHEMES = ("zeros", "randn")
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -107,3 +109,27 @@ def randn(shape, rng, dtype=np.float32):
 def zeros(shape, dtype=np.float32):
     """Biases start at zero."""
     return np.zeros(shape, dtype=dtype)
+
+
+def initialize_bias(size: int, scheme: str, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    """A new bias vector: zeros, or N(0, 1) draws as the original tutorial's layers made them.
+
+    Parameters
+    ----------
+    size : int
+        Output channels or features.
+    scheme : {"zeros", "randn"}
+        ``"zeros"`` draws nothing from ``rng``, so a model built with it takes the same
+        weights from a seed as one built before biases could be drawn.
+    rng : numpy.random.Generator
+    dtype : numpy dtype, default float32
+
+    Returns
+    -------
+    (size,) numpy.ndarray
+    """
+    if scheme not in BIAS_SCHEMES:
+        raise ValueError(f"unknown bias init {scheme!r}; expected one of {', '.join(BIAS_SCHEMES)}")
+    if scheme == "zeros":
+        return zeros(size, dtype=dtype)
+    return rng.standard_normal(size).astype(dtype)

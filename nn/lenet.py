@@ -7,7 +7,7 @@ import numpy as np
 from nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from nn.conv import Conv2d
 from nn.dropout import Dropout
-from nn.init import SCHEMES
+from nn.init import BIAS_SCHEMES, SCHEMES
 from nn.linear import Flatten, Linear
 from nn.module import Module, Sequential
 from nn.pool import AvgPool2d, MaxPool2d
@@ -41,7 +41,7 @@ def _activation_and_pool(stage: int, activation: str, leaky_slope: float, poolin
 
 
 def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hidden=(120, 84),
-           num_classes: int = 10, init: str = "he_normal", dropout: float = 0.0,
+           num_classes: int = 10, init: str = "he_normal", bias_init: str = "zeros", dropout: float = 0.0,
            leaky_slope: float = 0.01, rng: np.random.Generator, dtype=np.float32) -> Sequential:
     """Build LeNet-5 for 1x28x28 inputs.
 
@@ -67,7 +67,9 @@ def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hid
     num_classes : int, default 10
         Outputs of fc3.
     init : str, default "he_normal"
-        Weight initializer (``nn.init.SCHEMES``); biases are zero.
+        Weight initializer (``nn.init.SCHEMES``).
+    bias_init : {"zeros", "randn"}, default "zeros"
+        Bias initializer (``nn.init.BIAS_SCHEMES``); each layer draws its bias after its weight.
     dropout : float in [0, 1), default 0.0
         Probability for drop1/drop2 after act3/act4; 0 leaves them out.
     leaky_slope : float, default 0.01
@@ -85,7 +87,7 @@ def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hid
     TypeError
         If ``rng`` is not a ``numpy.random.Generator``.
     ValueError
-        If ``activation``, ``pool`` or ``init`` is not one of the names above, or
+        If ``activation``, ``pool``, ``init`` or ``bias_init`` is not one of the names above, or
         ``dropout`` is outside [0, 1).
     """
     if not isinstance(rng, np.random.Generator):
@@ -96,12 +98,14 @@ def lenet5(*, activation: str = "relu", pool: str = "max", channels=(6, 16), hid
         raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
     if init not in SCHEMES:
         raise ValueError(f"init must be one of {', '.join(SCHEMES)}, got {init!r}")
+    if bias_init not in BIAS_SCHEMES:
+        raise ValueError(f"bias_init must be one of {', '.join(BIAS_SCHEMES)}, got {bias_init!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     c1, c2 = (int(c) for c in channels)
     h1, h2 = (int(h) for h in hidden)
     pooling = MaxPool2d if pool == "max" else AvgPool2d
-    dense = dict(init=init, rng=rng, dtype=dtype)
+    dense = dict(init=init, bias_init=bias_init, rng=rng, dtype=dtype)
     layers: dict[str, Module] = {"conv1": Conv2d(1, c1, 5, padding=2, **dense)}
     layers.update(_activation_and_pool(1, activation, leaky_slope, pooling))
     layers["conv2"] = Conv2d(c1, c2, 5, **dense)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nn.init import initialize
+from nn.init import initialize, initialize_bias
 from nn.module import Module
 
 
@@ -17,6 +17,8 @@ class Linear(Module):
     bias : bool, default True
     init : str, default "he_uniform"
         Weight initializer from ``nn.init.SCHEMES``.
+    bias_init : {"zeros", "randn"}, default "zeros"
+        Drawn after the weight (``nn.init.initialize_bias``).
     rng : numpy.random.Generator or None, default None
         Draws the weights; ``None`` draws from a fresh, *unseeded* ``np.random.default_rng()``.
     dtype : float32 (default) or float64
@@ -31,12 +33,12 @@ class Linear(Module):
     params["weight"] : (out_features, in_features)
         Drawn from ``init`` with fan_in = in_features.
     params["bias"] : (out_features,)
-        Zeros (absent when ``bias=False``).
+        From ``bias_init`` (absent when ``bias=False``).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 init: str = "he_uniform", rng: np.random.Generator | None = None,
-                 dtype=np.float32) -> None:
+                 init: str = "he_uniform", bias_init: str = "zeros",
+                 rng: np.random.Generator | None = None, dtype=np.float32) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         if self.in_features < 1 or self.out_features < 1:
@@ -46,7 +48,7 @@ class Linear(Module):
         shape = (self.out_features, self.in_features)
         self._add_param("weight", initialize(shape, init, rng, dtype=self.dtype))
         if bias:
-            self._add_param("bias", np.zeros(self.out_features, dtype=self.dtype))
+            self._add_param("bias", initialize_bias(self.out_features, bias_init, rng, dtype=self.dtype))
         self._x: np.ndarray | None = None
 
     def extra_repr(self) -> str:

@@ -1,5 +1,10 @@
 """The training loop: epochs of shuffled mini-batches, validation, early stopping.
 
+Which epoch's weights are kept: with a validation monitor (``val_loss``, ``val_accuracy``),
+the best epoch's; with a training monitor (``train_loss``, ``train_accuracy``: what the
+original tutorial watched, having no validation split) the last epoch's, as the tutorial
+tested its final weights. A validation monitor needs validation data.
+
 Pure NumPy and no files: the caller passes data in and receives each finished epoch's
 state through ``on_epoch_end`` (the pipeline saves a checkpoint there). Everything the
 loop needs to continue after an interruption lives in :class:`TrainState`, so that a run
@@ -17,7 +22,8 @@ import numpy as np
 from nn.loss import SoftmaxCrossEntropy
 from nn.module import Module
 
-MONITORS = ("val_loss", "val_accuracy")
+VALIDATION_MONITORS = ("val_loss", "val_accuracy")
+MONITORS = (*VALIDATION_MONITORS, "train_loss", "train_accuracy")
 
 
 class TrainingDiverged(RuntimeError):
@@ -34,11 +40,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class EarlyStopping:
-    """Stop when the monitored validation metric has not improved for ``patience`` epochs.
+    """Stop when the monitored metric has not improved for ``patience`` epochs.
 
-    An improvement must beat the best value so far by more than ``min_delta``.
-    ``patience == 0`` switches stopping off but still tracks the best epoch, whose weights
-    the trainer restores at the end either way.
+    An improvement must beat the best value so far by more than ``min_delta``: with
+    ``patience=1`` and a training monitor this is the original tutorial's idea of stopping
+    once the gain between two epochs falls below a threshold. ``patience == 0`` switches
+    stopping off but still tracks the best epoch, whose weights the trainer restores at the
+    end when the monitor is a validation figure (:attr:`keeps_best`).
     """
 
     monitor: str = "val_loss"
@@ -63,7 +71,12 @@ class EarlyStopping:
 
     def _score(self, value: float) -> float:
         """Loss should fall, accuracy rise: compare both as 'higher is better'."""
-        return -value if self.monitor == "val_loss" else value
+        return -value if self.monitor.endswith("_loss") else value
+
+    @property
+    def keeps_best(self) -> bool:
+        """Whether the best epoch's weights are kept (a validation monitor), not the last's."""
+        return self.monitor in VALIDATION_MONITORS
 
     @property
     def should_stop(self) -> bool:
@@ -91,15 +104,18 @@ class TrainState:
         One dict per completed epoch (epoch, losses, accuracies, lr). No wall-clock time:
         the history is a pipeline output, and must be the same on every rerun.
     best_weights : dict[str, np.ndarray] or None
-        ``state_dict`` of the best epoch so far (by the monitored metric).
+        ``state_dict`` of the best epoch so far, by a validation monitor (else None).
     stop_reason : str or None
         Why training ended, once it has.
+    kept_epoch : int
+        The epoch (1-based) whose weights the model holds once training ended; 0 before.
     """
 
     epochs_done: int = 0
     history: list[dict] = field(default_factory=list)
     best_weights: dict[str, np.ndarray] | None = None
     stop_reason: str | None = None
+    kept_epoch: int = 0
 
 
 def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000):
@@ -215,17 +231,19 @@ class Trainer:
                 self.on_batch(index, batches, loss_sum / seen, correct / seen)
         return loss_sum / seen, correct / seen
 
-    def fit(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+    def fit(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
             epochs: int, state: TrainState | None = None,
             on_epoch_end: Callable[[TrainState], None] | None = None) -> TrainState:
         """Train from ``state`` (or from scratch) until ``epochs`` or early stopping.
 
-        At the end the best epoch's weights (by the monitored validation metric) are
-        loaded into the model.
+        At the end, with a validation monitor, the best epoch's weights are loaded into the
+        model; otherwise it keeps the last epoch's (``state.kept_epoch`` says which).
 
         Parameters
         ----------
-        train, val : (images, labels)
+        train : (images, labels)
+        val : (images, labels) or None
+            None (or no images): no validation, and no ``val_*`` figures in the history.
         epochs : int
         state : TrainState, optional
             Where to resume; ``None`` starts from scratch.
@@ -236,18 +254,28 @@ class Trainer:
         -------
         TrainState
             The final state.
+
+        Raises
+        ------
+        ValueError
+            If early stopping monitors a validation figure and there is no validation data.
         """
+        validating = val is not None and len(val[1]) > 0
+        if self.early_stopping.keeps_best and not validating:
+            raise ValueError(f"early stopping monitors {self.early_stopping.monitor}, but there is no "
+                             "validation data; monitor train_loss or train_accuracy")
         state = state or TrainState()
         while state.stop_reason is None and state.epochs_done < epochs:
             epoch = state.epochs_done
             lr = self.lr_at(float(epoch))
             train_loss, train_accuracy = self.train_epoch(epoch, *train)
-            val_loss, val_accuracy, _ = evaluate(self.model, *val, batch_size=self.eval_batch_size)
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                   "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr}
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy}
+            if validating:
+                row["val_loss"], row["val_accuracy"], _ = evaluate(self.model, *val, batch_size=self.eval_batch_size)
+            row["lr"] = lr
             state.history.append(row)
             state.epochs_done = epoch + 1
-            if self.early_stopping.update(epoch + 1, row):
+            if self.early_stopping.update(epoch + 1, row) and self.early_stopping.keeps_best:
                 state.best_weights = self.model.state_dict()
             if self.early_stopping.should_stop:
                 es = self.early_stopping
@@ -259,4 +287,5 @@ class Trainer:
                 on_epoch_end(state)
         if state.best_weights is not None:
             self.model.load_state_dict(state.best_weights)
+        state.kept_epoch = self.early_stopping.best_epoch if self.early_stopping.keeps_best else state.epochs_done
         return state

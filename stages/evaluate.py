@@ -63,10 +63,15 @@ def confusion_csv(confusion: np.ndarray) -> str:
         f"{actual},{predicted},{count}\n" for (actual, predicted), count in np.ndenumerate(confusion))
 
 
-def read_training() -> dict:
-    """The train stage's metrics/train.json and train_run.json, for the model card."""
+def read_training(validated: bool) -> dict:
+    """The train stage's metrics/train.json and train_run.json, for the model card.
+
+    ``validated``: whether training had a validation split, so train.json must hold
+    ``val_loss`` and ``val_accuracy`` (without one they are absent).
+    """
     training = {}
-    for path, keys in ((TRAIN_METRICS, {"best_epoch", "epochs_run", "val_loss", "val_accuracy"}),
+    scores = {"best_epoch", "epochs_run"} | ({"val_loss", "val_accuracy"} if validated else set())
+    for path, keys in ((TRAIN_METRICS, scores),
                        (TRAIN_RUN, {"stop_reason", "parameters"})):
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
@@ -88,7 +93,9 @@ def main() -> None:
     if not np.isclose(test.metadata["mean"], expected["mean"]) or not np.isclose(test.metadata["std"], expected["std"]):
         raise LenetError(f"{TEST_SPLIT}: normalized with mean/std {test.metadata['mean']}/{test.metadata['std']}, "
                          f"but {MODELS} was trained with {expected['mean']}/{expected['std']}")
-    training = read_training()  # before any work: a damaged file is one line, not a traceback later
+    sizes = {"train": pq.read_metadata(TRAIN_SPLIT).num_rows, "val": pq.read_metadata(VAL_SPLIT).num_rows,
+             "test": len(test.labels)}
+    training = read_training(sizes["val"] > 0)  # before any work: a damaged file is one line, not a traceback later
     with staged_outputs("evaluate", OUTPUTS, params) as staged:
         loss, accuracy, predictions = evaluate(model, test.images, test.labels,
                                                batch_size=params.evaluate.batch_size)
@@ -98,9 +105,7 @@ def main() -> None:
         write_json(staged.path(EVAL_METRICS), {"test_accuracy": accuracy, "test_loss": loss})
         staged.path(MODEL_CARD).write_text(model_card(
             architecture=architecture, params=dotted(params.train, "train"), preprocessing=expected,
-            sizes={"train": pq.read_metadata(TRAIN_SPLIT).num_rows, "val": pq.read_metadata(VAL_SPLIT).num_rows,
-                   "test": len(test.labels)},
-            training=training, test_loss=loss, confusion=confusion))
+            sizes=sizes, training=training, test_loss=loss, confusion=confusion))
     print(f"test accuracy {accuracy:.4f} ({int((predictions != test.labels).sum())} errors "
           f"in {len(test.labels)} images), test loss {loss:.4f}")
 

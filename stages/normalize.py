@@ -3,10 +3,13 @@
     python -m stages.normalize      # reads data/raw, params normalize.*; writes data/prepared
 
 - ``val_size`` training images are held out for validation, stratified by label
-  (:func:`stratified_split`); the rest is the training split.
-- The training split's pixel mean and std (of pixels / 255) are recorded in every split, so
-  all three are normalized alike at load time. The test set chooses nothing: it is only
-  read, limited, and written.
+  (:func:`stratified_split`); the rest is the training split. With 0 the validation split
+  is empty (the original tutorial trained on all 60,000 images).
+- Every split records one mean and std, so all three are normalized alike at load time by
+  ``(pixels / 255 - mean) / std``: with ``scale: standardize`` the training split's pixel
+  mean and std (of pixels / 255); with ``scale: unit256`` mean 0 and std 256/255, which
+  makes that transform the tutorial's ``pixels / 256``. The test set chooses nothing: it is
+  only read, limited, and written.
 - All three splits record one run id (:func:`run_id`), so train and evaluate can refuse a mix
   of splits from two runs (a run killed between two files, say), and each records a checksum
   of its content, verified whenever it is read (``stages.common.dataset``).
@@ -40,7 +43,11 @@ SPLIT_RULE = (
     "its first ones in the order of numpy.random.default_rng(seed).permutation(n)"
 )
 SOURCE_INDEX_MEANING = "0-based index of the image in its source IDX files (images and labels)"
-NORMALIZATION = "images = (pixels / 255 - mean) / std; mean, population std of the train split's pixels / 255"
+NORMALIZATION = {  # by normalize.scale, recorded in every split's provenance
+    "standardize": "images = (pixels / 255 - mean) / std; mean, population std of the train split's pixels / 255",
+    "unit256": "images = (pixels / 255 - mean) / std with mean 0, std 256/255: pixels / 256",
+}
+UNIT256_MEAN_STD = (0.0, 256 / 255)
 
 
 def class_quotas(class_counts: np.ndarray, val_size: int) -> np.ndarray:
@@ -76,7 +83,7 @@ def stratified_split(labels: np.ndarray, val_size: int, rng: np.random.Generator
     labels : (n,) int
         In 0–9.
     val_size : int
-        1 <= val_size < n.
+        0 <= val_size < n.
     rng : numpy.random.Generator
         The only source of randomness (one ``permutation(n)`` call).
 
@@ -102,7 +109,8 @@ def _limited(data: LabelledImages, limit: int | None) -> LabelledImages:
     return LabelledImages(images=data.images[:limit], labels=data.labels[:limit], sha256=data.sha256)
 
 
-def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: int | None) -> dict:
+def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: int | None,
+            scale: str = "standardize") -> dict:
     """Read the IDX files in ``raw_dir``; write train/val/test.parquet to ``out_dir``.
 
     Parameters
@@ -114,6 +122,8 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
         Seeds the stratified split.
     limit : int or None
         Keep the first ``limit`` images of each source file; None keeps all.
+    scale : {"standardize", "unit256"}, default "standardize"
+        The mean and std recorded: the training split's, or :data:`UNIT256_MEAN_STD`.
 
     Returns
     -------
@@ -136,13 +146,13 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
             f"images available (normalize.limit = {0 if limit is None else limit}), got {val_size}"
         )
     train_index, val_index = stratified_split(training.labels, val_size, np.random.default_rng(seed))
-    mean, std = pixel_mean_std(training.images[train_index])
+    mean, std = UNIT256_MEAN_STD if scale == "unit256" else pixel_mean_std(training.images[train_index])
     if std == 0:
         raise LenetError(f"{train_files[0]}: the training split's pixels are all equal, cannot standardize")
 
     sizes = {"train": len(train_index), "val": len(val_index), "test": len(test.labels)}
     provenance = {"source_index": SOURCE_INDEX_MEANING, "split_rule": SPLIT_RULE,
-                  "normalization": NORMALIZATION, "seed": seed, "val_size": val_size, "limit": limit}
+                  "normalization": NORMALIZATION[scale], "seed": seed, "val_size": val_size, "limit": limit}
     sha256 = {**training.sha256, **test.sha256}
     splits = {
         "train": (training, train_index, TRAIN_FILES),
@@ -178,7 +188,8 @@ def main() -> None:
     params = load_params("normalize")
     with staged_outputs("normalize", [PREPARED], params) as staged:  # all three splits, or none
         summary = prepare(RAW, staged.path(PREPARED), val_size=params.normalize.val_size,
-                          seed=params.normalize.seed, limit=params.normalize.limit or None)
+                          seed=params.normalize.seed, limit=params.normalize.limit or None,
+                          scale=params.normalize.scale)
     sizes = ", ".join(f"{name} {size}" for name, size in summary["sizes"].items())
     print(f"normalize: {sizes}; train mean {summary['mean']:.4f}, std {summary['std']:.4f} -> {PREPARED}")
 

@@ -2,8 +2,10 @@
 
 Reads data/prepared/{train,val}.parquet and the ``train`` params; writes
 models/model.npz + models/model.json (weights and architecture), models/preprocessing.json
-(the mean and std inputs must be normalized with), metrics/train.json (the chosen epoch's
-scores), metrics/train_run.json (how the run went) and metrics/history.csv.
+(the mean and std inputs must be normalized with), metrics/train.json (the kept epoch's
+scores), metrics/train_run.json (how the run went) and metrics/history.csv. With an empty
+validation split (``normalize.val_size: 0``, the original tutorial's setup) every
+validation figure is absent, not faked, and the last epoch is kept.
 A checkpoint after every epoch (checkpoints/train.npz, outside DVC's outputs) lets an
 interrupted run resume exactly where it stopped.
 """
@@ -11,6 +13,7 @@ interrupted run resume exactly where it stopped.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ import typer
 
 import nn
 from nn.memory import retain_freed_memory
-from nn.training import EarlyStopping, Trainer, TrainingDiverged
+from nn.training import VALIDATION_MONITORS, EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.cli import run
 from stages.common.dataset import RUN_KEY, check_same_run, read_split
@@ -26,19 +29,22 @@ from stages.common.errors import LenetError
 from stages.common.model_files import blank_value, write_model
 from stages.common.outputs import staged_outputs, write_json
 from stages.common.params import TrainParams, dotted, load_params
-from stages.common.paths import CHECKPOINT, HISTORY, MODELS, TRAIN_METRICS, TRAIN_RUN, TRAIN_SPLIT, VAL_SPLIT
-from stages.common.progress import EpochProgress
+from stages.common.paths import (CHECKPOINT, HISTORY, MODELS, PARAMS, TRAIN_METRICS, TRAIN_RUN, TRAIN_SPLIT,
+                                 VAL_SPLIT)
+from stages.common.progress import EpochProgress, peak_memory_line
 
 NN_SOURCES = sorted(Path(nn.__file__).parent.rglob("*.py"))  # code that shapes the run
 OUTPUTS = (MODELS, HISTORY, TRAIN_METRICS, TRAIN_RUN)  # as dvc.yaml declares them: put in place together
 NUM_CLASSES = 10
-# A network whose best validation accuracy is within 1.5x of guessing (0.15 for 10 classes)
+# A network whose kept accuracy (validation, else training) is within 1.5x of guessing (0.15 for 10 classes)
 # has learned nothing: too large a learning rate saturates sigmoid/tanh units without ever
 # making the loss NaN. Even one epoch on a 1,500-image subset reaches > 0.5, so no real
 # run comes near this; a threshold in code, not params, because it is a sanity check.
 CHANCE_FACTOR = 1.5
 # No wall-clock column: a tracked output must be a pure function of code, data and params
-# (the console shows each epoch's time instead).
+# (the console shows each epoch's time instead). Without validation the val_* cells are
+# empty: absent, not faked, and the columns stay, so DVC's loss and accuracy plots (which
+# name them) still draw the training curves, also beside runs that had validation.
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -60,7 +66,8 @@ def model_config(train: TrainParams) -> dict:
 def history_csv(history: list[dict]) -> str:
     lines = [",".join(HISTORY_COLUMNS)]
     for row in history:
-        lines.append(",".join(str(row["epoch"]) if c == "epoch" else f"{row[c]:.6g}" for c in HISTORY_COLUMNS))
+        lines.append(",".join(str(row["epoch"]) if c == "epoch" else f"{row[c]:.6g}" if c in row else ""
+                              for c in HISTORY_COLUMNS))
     return "\n".join(lines) + "\n"
 
 
@@ -88,29 +95,32 @@ def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float, on_
 def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
     """Model, history and metrics into the staging area (put in place together later).
 
-    ``train.json`` holds the numbers ``dvc exp show`` compares (the chosen epoch's scores, and
-    the epochs run); text and constants (why it stopped, the parameter count) go to
-    ``train_run.json`` beside it, for the model card.
+    ``train.json`` holds the numbers ``dvc exp show`` compares (the kept epoch's scores, and
+    the epochs run; ``best_epoch`` is the kept epoch: the best by validation, else the last);
+    text and constants (why it stopped, the parameter count) go to ``train_run.json`` beside
+    it, for the model card.
     """
-    best = state.history[trainer.early_stopping.best_epoch - 1]
+    kept = state.history[state.kept_epoch - 1]
     write_model(staged.path(MODELS), trainer.model, config, preprocessing)
     staged.path(HISTORY).write_text(history_csv(state.history))
-    write_json(staged.path(TRAIN_METRICS), {key: best[key] for key in (
-        "train_loss", "train_accuracy", "val_loss", "val_accuracy")}
-        | {"best_epoch": best["epoch"], "epochs_run": state.epochs_done})
+    write_json(staged.path(TRAIN_METRICS), {key: kept[key] for key in (
+        "train_loss", "train_accuracy", "val_loss", "val_accuracy") if key in kept}
+        | {"best_epoch": kept["epoch"], "epochs_run": state.epochs_done})
     write_json(staged.path(TRAIN_RUN), {
         "stop_reason": state.stop_reason,
         "parameters": int(sum(p.size for p in trainer.model.parameters())),
     })
 
 
-def check_learned(best: dict) -> None:
-    """Raise LenetError if the best validation accuracy is at chance level (see CHANCE_FACTOR)."""
+def check_learned(kept: dict) -> None:
+    """Raise LenetError if the kept epoch's accuracy is at chance level (see CHANCE_FACTOR)."""
+    split = "validation" if "val_accuracy" in kept else "training"
+    accuracy = kept["val_accuracy" if split == "validation" else "train_accuracy"]
     chance = 1 / NUM_CLASSES
-    if best["val_accuracy"] <= CHANCE_FACTOR * chance:
+    if accuracy <= CHANCE_FACTOR * chance:
         raise LenetError(
-            f"training learned nothing: best validation accuracy {best['val_accuracy']:.4f} (epoch "
-            f"{best['epoch']}) is at chance level (<= {CHANCE_FACTOR * chance:.2f} for {NUM_CLASSES} "
+            f"training learned nothing: {split} accuracy {accuracy:.4f} (kept epoch "
+            f"{kept['epoch']}) is at chance level (<= {CHANCE_FACTOR * chance:.2f} for {NUM_CLASSES} "
             "classes); try a smaller train.lr or another train.init")
 
 
@@ -122,6 +132,10 @@ def main() -> None:
     retain_freed_memory()  # steps free and reallocate megabytes: keep them, don't refault them
     train_split, val_split = read_split(TRAIN_SPLIT), read_split(VAL_SPLIT)
     check_same_run(train_split, val_split)
+    if not len(val_split) and train.early_stopping.monitor in VALIDATION_MONITORS:
+        raise LenetError(f"{PARAMS}: train.early_stopping.monitor is {train.early_stopping.monitor}, but {VAL_SPLIT} "
+                         "is empty (normalize.val_size: 0); monitor train_loss or train_accuracy")
+    validation = (val_split.images, val_split.labels) if len(val_split) else None
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
     progress = EpochProgress(train.epochs)
 
@@ -142,10 +156,11 @@ def main() -> None:
         try:
             progress.epochs_done = state.epochs_done if state else 0
             with progress:
-                state = trainer.fit((train_split.images, train_split.labels), (val_split.images, val_split.labels),
+                state = trainer.fit((train_split.images, train_split.labels), validation,
                                     epochs=train.epochs, state=state, on_epoch_end=on_epoch_end)
-            best = state.history[trainer.early_stopping.best_epoch - 1]
-            check_learned(best)
+            memory = peak_memory_line(getattr(trainer.model, "worker_pids", []))  # while the workers live
+            kept = state.history[state.kept_epoch - 1]
+            check_learned(kept)
             write_outputs(staged, trainer, state, model_config(train),
                           {"mean": mean, "std": std, RUN_KEY: train_split.metadata[RUN_KEY]})
         except TrainingDiverged as error:
@@ -153,8 +168,10 @@ def main() -> None:
         finally:
             trainer.model.close()
     CHECKPOINT.unlink(missing_ok=True)
-    print(f"{state.stop_reason}; best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}, "
-          f"val loss {best['val_loss']:.4f}")
+    print(memory, file=sys.stderr)
+    split = "val" if validation else "train"
+    print(f"{state.stop_reason}; kept epoch {kept['epoch']}: {split} accuracy {kept[f'{split}_accuracy']:.4f}, "
+          f"{split} loss {kept[f'{split}_loss']:.4f}")
 
 
 if __name__ == "__main__":

@@ -52,3 +52,15 @@ def test_card_is_a_pure_function_of_its_inputs():
     assert card() == card()
     perfect = card(np.diag(np.full(10, 100)))
     assert "- none: every test image was classified correctly" in perfect
+
+
+def test_card_without_validation_says_the_last_epoch_was_kept_and_shows_no_validation_row():
+    text = model_card(
+        architecture={"channels": [6, 16], "hidden": [120, 84], "pool": "avg", "activation": "sigmoid"},
+        params={"train.lr": 0.0015}, preprocessing={"mean": 0.0, "std": 256 / 255},
+        sizes={"train": 60000, "val": 0, "test": 10000},
+        training={"best_epoch": 50, "epochs_run": 50, "stop_reason": "completed 50 epochs", "parameters": 61706},
+        test_loss=0.06, confusion=confusion())
+    assert "60,000 training images, no validation split (the last epoch's weights are kept), 10,000 test" in text
+    assert "| validation" not in text
+    assert "Training stopped: completed 50 epochs; epoch 50 kept." in text

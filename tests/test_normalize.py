@@ -174,6 +174,28 @@ def test_prepare_is_deterministic_to_the_byte(tmp_path):
         assert (tmp_path / "a" / f"{name}.parquet").read_bytes() == (tmp_path / "b" / f"{name}.parquet").read_bytes()
 
 
+def test_val_size_0_trains_on_every_image_and_writes_an_empty_val_split(tmp_path):
+    write_raw(tmp_path / "raw")
+    summary = prepare(tmp_path / "raw", tmp_path / "out", val_size=0, seed=0, limit=None)
+    train, val = (read_split(tmp_path / "out" / f"{name}.parquet") for name in ("train", "val"))
+    assert summary["sizes"] == {"train": 300, "val": 0, "test": 80}
+    np.testing.assert_array_equal(train.source_index, np.arange(300))
+    assert len(val) == 0 and val.images.shape == (0, 1, 28, 28)
+    check_same_run(train, val)
+
+
+def test_unit256_records_mean_0_and_std_256_over_255_so_inputs_are_pixels_over_256(tmp_path):
+    raw = tmp_path / "raw"
+    write_raw(raw)
+    prepare(raw, tmp_path / "out", val_size=0, seed=0, limit=None, scale="unit256")
+    train = read_split(tmp_path / "out" / "train.parquet")
+    images, _ = raw_arrays(raw, TRAIN_FILES)
+    assert (train.metadata["mean"], train.metadata["std"]) == (0.0, 256 / 255)
+    # The tutorial's inputs, bit for bit: uint8 / 256 is exact in float32 (and in its float16).
+    np.testing.assert_array_equal(train.images[:, 0], images.astype(np.float32) / 256)
+    assert "pixels / 256" in train.metadata["provenance"]["normalization"]
+
+
 def test_val_size_not_below_the_training_images_is_refused(tmp_path):
     write_raw(tmp_path / "raw")
     with pytest.raises(LenetError, match=r"normalize\.val_size .* 50 training .*normalize\.limit = 50\), got 50$"):
@@ -211,14 +233,14 @@ def test_command_runs_end_to_end(workdir):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"val_size": 0}, "params.yaml: normalize.val_size must be greater than or equal to 1, got 0"),
-    ({"val_size": -5}, "params.yaml: normalize.val_size must be greater than or equal to 1, got -5"),
+    ({"val_size": -5}, "params.yaml: normalize.val_size must be greater than or equal to 0, got -5"),
     ({"val_size": 1.5}, "params.yaml: normalize.val_size must be a valid integer, got 1.5"),
     ({"val_size": 300}, "params.yaml: normalize.val_size must be less than the 300 training images "
                         "available (normalize.limit = 0), got 300"),
     ({"limit": -1}, "params.yaml: normalize.limit must be greater than or equal to 0, got -1"),
     ({"limit": None}, "params.yaml: normalize.limit must be a valid integer, got None"),
     ({"seed": -1}, "params.yaml: normalize.seed must be greater than or equal to 0, got -1"),
+    ({"scale": "unit255"}, "params.yaml: normalize.scale must be 'standardize' or 'unit256', got 'unit255'"),
 ])
 def test_invalid_params_end_in_one_line_naming_the_key(workdir, monkeypatch, capsys, values, message):
     set_params(workdir, **values)

@@ -223,3 +223,11 @@ def test_an_unknown_name_says_so_and_only_a_shallow_clone_mentions_fetch_depth(e
     result = lenet(shallow, "report", "--base", "HEAD~1", "--out", "out")
     assert result.stderr.splitlines() == ["error: --base HEAD~1: not a branch, tag, commit or experiment of this "
                                           "repository (this clone is shallow: in CI, check out with fetch-depth: 0)"]
+
+
+def test_a_history_without_validation_draws_training_curves_only():
+    text = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr\n1,0.9,0.6,,,0.1\n2,0.4,0.8,,,0.1\n"
+    history = parse_history(text, "x")
+    assert sorted(history) == ["epoch", "train_accuracy", "train_loss"]
+    figure = curves_figure({"main": parse_history(HISTORY, "main"), "tutorial": history})
+    assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == ["main train", "main val", "tutorial train"]

@@ -119,3 +119,41 @@ def test_same_seed_same_weights_bit_for_bit(data):
     assert history_a == history_b
     for name in weights_a:
         assert weights_a[name].tobytes() == weights_b[name].tobytes()
+
+
+def test_training_monitors_keep_the_last_epoch_and_stop_on_the_reports_threshold_rule():
+    # The report's idea: stop once training accuracy gains less than a threshold (patience 1).
+    stopper = EarlyStopping(monitor="train_accuracy", patience=1, min_delta=0.01)
+    gains = [stopper.update(epoch, {"train_accuracy": accuracy})
+             for epoch, accuracy in enumerate([0.90, 0.95, 0.955], start=1)]
+    assert gains == [True, True, False] and stopper.should_stop and not stopper.keeps_best
+    loss = EarlyStopping(monitor="train_loss")
+    assert loss.update(1, {"train_loss": 1.0}) and loss.update(2, {"train_loss": 0.5})  # loss should fall
+    assert EarlyStopping(monitor="val_loss").keeps_best
+
+
+def test_without_validation_the_history_has_no_val_figures_and_the_last_epoch_is_kept(data):
+    train, _ = data
+    trainer = make_trainer(lr=0.3)
+    trainer.early_stopping = EarlyStopping(monitor="train_accuracy")
+    snapshots = []
+    state = trainer.fit(train, None, epochs=3, on_epoch_end=lambda s: snapshots.append(trainer.model.state_dict()))
+    assert [set(row) for row in state.history] == [{"epoch", "train_loss", "train_accuracy", "lr"}] * 3
+    assert state.kept_epoch == 3 and state.best_weights is None
+    for name, value in snapshots[-1].items():
+        np.testing.assert_array_equal(trainer.model.state_dict()[name], value)
+
+
+def test_a_training_monitor_with_validation_still_keeps_the_last_epoch(data):
+    train, val = data
+    trainer = make_trainer(lr=0.3)
+    trainer.early_stopping = EarlyStopping(monitor="train_loss")
+    state = trainer.fit(train, val, epochs=3)
+    assert "val_loss" in state.history[0] and state.kept_epoch == 3
+
+
+def test_a_validation_monitor_without_validation_data_is_refused(data):
+    train, (images, labels) = data
+    for val in (None, (images[:0], labels[:0])):
+        with pytest.raises(ValueError, match="monitors val_loss, but there is no validation data"):
+            make_trainer().fit(train, val, epochs=1)

@@ -115,7 +115,7 @@ def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray
               np.ascontiguousarray(pixels, dtype=np.uint8))
     digest = hashlib.sha256()
     for part in ([] if facts is None else [facts]) + list(stored):
-        view = memoryview(part).cast("B")
+        view = memoryview(part).cast("B") if len(part) else b""  # an empty split (val_size 0) has no bytes
         digest.update(len(view).to_bytes(8, "little"))
         digest.update(view)
     return digest.hexdigest()

@@ -65,9 +65,10 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
     preprocessing : Mapping
         ``{"mean": ..., "std": ...}`` of the training pixels (models/preprocessing.json).
     sizes : Mapping
-        Images per split: ``{"train": ..., "val": ..., "test": ...}``.
+        Images per split: ``{"train": ..., "val": ..., "test": ...}``; ``val`` may be 0.
     training : Mapping
-        The train stage's metrics/train.json (best epoch, validation figures, parameters).
+        The train stage's metrics/train.json (kept epoch; validation figures unless ``val``
+        is 0) and train_run.json (stop reason, parameters).
     test_loss : float
         Mean cross-entropy on the test split.
     confusion : (classes, classes)
@@ -100,8 +101,10 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
         "",
         "## Data",
         "",
-        f"MNIST handwritten digits: {sizes['train']:,} training images, {sizes['val']:,} validation images "
-        f"(held out from the training set, stratified by label; they chose the best epoch), "
+        f"MNIST handwritten digits: {sizes['train']:,} training images, " + (
+            f"{sizes['val']:,} validation images (held out from the training set, stratified by label; "
+            "they chose the best epoch), " if sizes["val"] else
+            "no validation split (the last epoch's weights are kept), ") +
         f"{sizes['test']:,} test images (scored once, here).",
         "",
         "## Training params",
@@ -114,12 +117,13 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
         "",
         "| split | loss | accuracy | errors |",
         "| --- | --- | --- | --- |",
-        f"| validation (best epoch {training['best_epoch']} of {training['epochs_run']}) | "
-        f"{training['val_loss']:.4f} | {_percent(training['val_accuracy'])} | "
-        f"{round((1 - training['val_accuracy']) * sizes['val'])} of {sizes['val']:,} |",
+        *([f"| validation (best epoch {training['best_epoch']} of {training['epochs_run']}) | "
+           f"{training['val_loss']:.4f} | {_percent(training['val_accuracy'])} | "
+           f"{round((1 - training['val_accuracy']) * sizes['val'])} of {sizes['val']:,} |"] if sizes["val"] else []),
         f"| test | {test_loss:.4f} | {_percent(correct / total)} | {total - correct} of {total:,} |",
         "",
-        f"Training stopped: {training['stop_reason']}.",
+        f"Training stopped: {training['stop_reason']}" + ("." if sizes["val"] else
+                                                          f"; epoch {training['best_epoch']} kept."),
         "",
         "## Errors per class (test)",
         "",

@@ -53,11 +53,13 @@ SIZES = {("channels", 0): "conv1.weight", ("channels", 1): "conv2.weight", ("hid
 
 
 class Preprocessing(BaseModel):
-    """``preprocessing.json``: the training pixels' mean and std, on pixels scaled to [0, 1]."""
+    """``preprocessing.json``: the mean and std inputs are normalized with, on pixels scaled to [0, 1]."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
     mean: float = Field(ge=0, le=1)
-    std: float = Field(ge=1e-3, le=1)  # a tiny std would blow every input up to inf
+    # A tiny std would blow every input up to inf; the widest is 256/255, for pixels / 256
+    # (normalize.scale: unit256).
+    std: float = Field(ge=1e-3, le=256 / 255)
 
 
 def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:

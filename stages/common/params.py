@@ -12,8 +12,8 @@ any other key would keep stale outputs. Reading one is an ``AttributeError``, ne
     params.train.augment.max_shift    # -> 2.0
     params.train.lr                   # AttributeError
 
-A typo, a missing key or a bad value is one line naming the key and what is allowed:
-``params.yaml: train.lr must be greater than 0, got -1``.
+A typo, a missing key, a bad value or an unknown section is one line naming the key and
+what is allowed: ``params.yaml: train.lr must be greater than 0, got -1``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 from ruamel.yaml import YAML
 
+from nn.init import BIAS_SCHEMES
 from nn.init import SCHEMES as INITS
 from nn.lenet import ACTIVATIONS, POOLS
 from nn.loss import REDUCTIONS
@@ -53,17 +54,20 @@ def _pair(item_rule: Any) -> Any:
 
 
 class NormalizeParams(Section):
-    """``normalize``: the validation split, and a size limit for small runs."""
+    """``normalize``: the validation split, the pixel scale, and a size limit for small runs."""
 
-    val_size: int = Field(ge=1, description="training images held out (stratified by label) for validation")
+    val_size: int = Field(ge=0, description="training images held out (stratified by label) for validation; "
+                          "0: none, train on all and keep the last epoch")
     seed: int = Field(ge=0, description="which images are held out")
+    scale: Literal["standardize", "unit256"] = Field(
+        description="standardize: (pixels/255 - mean) / std of the train split; unit256: pixels/256 (the tutorial's)")
     limit: int = Field(ge=0, description="keep only the first N images of each source file (0: all); for tests")
 
 
 class EarlyStoppingParams(Section):
     """``train.early_stopping``: the arguments of ``nn.training.EarlyStopping``."""
 
-    monitor: Literal[MONITORS] = Field(description="what chooses the best epoch")
+    monitor: Literal[MONITORS] = Field(description="val_*: the best epoch is kept; train_*: the last epoch is kept")
     patience: int = Field(ge=0, description="epochs without improvement before stopping; 0 switches it off")
     min_delta: float = Field(ge=0, description="the least change that counts as an improvement")
 
@@ -86,6 +90,7 @@ class TrainParams(Section):
     batch_size: int = Field(ge=1, le=60_000)
     workers: int = Field(ge=1, le=64, description="processes sharing each batch, one core each")
     init: Literal[INITS]
+    bias_init: Literal[BIAS_SCHEMES]
     activation: Literal[ACTIVATIONS]
     leaky_slope: float = Field(ge=0, lt=1)
     pool: Literal[POOLS]
@@ -232,7 +237,12 @@ def load_params(stage: str, root: Path = Path(".")) -> Section:
     """
     declared = declared_params(stage, root)
     model = _share(Params, declared, stage)
-    as_read = _values(read_yaml(root / PARAMS) or {}, declared)
+    tree = read_yaml(root / PARAMS) or {}
+    unknown = sorted(set(tree) - set(Params.model_fields)) if isinstance(tree, dict) else []
+    if unknown:  # e.g. what a misspelt Hydra group (-S +presets=x) leaves: a stage would ignore it
+        raise LenetError(f"{PARAMS}: unknown section {unknown[0]!r}; expected {', '.join(Params.model_fields)} "
+                         "(presets are added with -S +preset=NAME, from preset/NAME.yaml)")
+    as_read = _values(tree, declared)
     try:
         params = model.model_validate(as_read)
     except ValidationError as error:
