@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))  # nn/ and stages/
 
 import nn  # noqa: E402
 from benchmarks.machine import machine, torch_backend  # noqa: E402
-from nn.memory import retain_freed_memory  # noqa: E402
+from nn.parallel import retain_freed_memory  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES, EVAL_BATCH = 60_000, 10_000, 1000
 LR, MOMENTUM = 0.01, 0.9

@@ -18,7 +18,7 @@ import numpy as np
 import typer
 
 import nn
-from nn.memory import retain_freed_memory
+from nn.parallel import retain_freed_memory
 from nn.training import EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.atomic import write_json, write_text

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nn
-from nn.memory import retain_freed_memory
+from nn.parallel import retain_freed_memory
 from nn.parallel import BOX_BYTES, DataParallel, WorkerError, split
 from tests.synthetic import mnist_like
 

@@ -19,13 +19,14 @@ One training step of ``DataParallel(model, workers=2).forward_backward(x, labels
 
 ``forward`` and ``backward`` work too, as for any module (one exchange each).
 
-The protocol (the messages and the worker's side are in ``nn/parallel_worker.py``). Each
-worker has a pipe and four blocks of shared memory (``nn.shared_arrays``): the parameters (one block for all workers, written by this process
-only), its parameter gradients (written by the worker only), an inbox and an outbox. This
-process sends a ``ForwardRequest``, ``ForwardBackwardRequest`` or ``BackwardRequest``, whose
-arrays lie in the inbox, and the worker answers each with exactly one ``Reply`` (its result
-in the outbox, its gradients in its block) or ``Failure``; ``Close`` ends it, unanswered.
-A worker has at most one request at a time, so no box is written while it is read.
+The protocol (the messages and the worker's side are in ``nn/parallel/worker.py``). Each
+worker has a pipe and four blocks of shared memory (``nn/parallel/shared_arrays.py``): the
+parameters (one block for all workers, written by this process only), its parameter
+gradients (written by the worker only), an inbox and an outbox. This process sends a
+``ForwardRequest``, ``ForwardBackwardRequest`` or ``BackwardRequest``, whose arrays lie in
+the inbox, and the worker answers each with exactly one ``Reply`` (its result in the outbox,
+its gradients in its block) or ``Failure``; ``Close`` ends it, unanswered. A worker has at
+most one request at a time, so no box is written while it is read.
 
 The numbers are reproducible for a given number of workers, whichever core runs what: each
 shard is computed by the same code on the same data and the shard gradients are added in a
@@ -45,9 +46,9 @@ from typing import Any, Callable
 import numpy as np
 
 from nn.module import Module
-from nn.parallel_worker import (BackwardRequest, Close, Failure, ForwardBackwardRequest, ForwardRequest, Posted,
+from nn.parallel.shared_arrays import fetch, layout, post, shared_block, views
+from nn.parallel.worker import (BackwardRequest, Close, Failure, ForwardBackwardRequest, ForwardRequest, Posted,
                                 Reply, Request, random_layers, serve, wait_for)
-from nn.shared_arrays import fetch, layout, post, shared_block, views
 
 # Each worker uses one core: more BLAS threads per process would fight over the same cores.
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -4,7 +4,7 @@ A worker holds a replica of the model whose parameters are views of a shared blo
 parent publishes before every step. It waits for a request through its pipe, runs it on its
 shard (read from its shared inbox), writes its parameter gradients to its own shared block
 and its result to its outbox, and answers with exactly one ``Reply`` or ``Failure``. See
-``nn/parallel.py`` for the parent side and the whole protocol.
+``nn/parallel/data_parallel.py`` for the parent side and the whole protocol.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from nn.memory import retain_freed_memory
 from nn.module import Module
-from nn.shared_arrays import Slot, fetch, post, views
+from nn.parallel.memory import retain_freed_memory
+from nn.parallel.shared_arrays import Slot, fetch, post, views
 
 # Waiting for a message is a short spin, then a blocking wait: waking a sleeping process
 # costs ~0.1-0.3 ms on these machines, a few % of a step; steps come faster than this.
