@@ -69,7 +69,7 @@ def test_conv2d_matches_loops(case, layout, mode):
     layer.train(mode != "eval")  # eval: backward gathers the columns again
     layer.input_grad = mode != "no_input_grad"
     if mode == "one_row_chunks":
-        layer.CHUNK_BYTES = 1
+        layer.CHUNK_BYTES = layer.INPUT_GRADIENT_CHUNK_BYTES = 1
     layer.params["weight"][...] = rng.normal(size=layer.params["weight"].shape)
     if bias:
         layer.params["bias"][...] = rng.normal(size=c_out)
