@@ -57,8 +57,9 @@ class Conv2d(Module):
     # steps: 512 kB beat 256 kB, 1, 2 and 4 MB, by 5-15%, at shards of 32 and 128 images.
     CHUNK_BYTES = 512 << 10
     # The input gradient is computed in chunks of output rows too, after dW, with its own
-    # budget for the shifted copies of dout: 1 MB beat 256 kB, the chunks of the columns
-    # and the whole batch by 2-7% of a step (shards of 16, 32, 128; AMD Zen 4).
+    # budget for the shifted copies of dout. Of 256 kB, 1 MB, the whole batch and the
+    # columns' own chunks, 1 MB was fastest at shards of 16, 32 and 128 images: steps 2-4%
+    # faster than in the columns' chunks (AMD Zen 4, interleaved).
     INPUT_GRADIENT_CHUNK_BYTES = 1 << 20
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
