@@ -34,8 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # nn/ and stages/
 
 import nn  # noqa: E402
+from benchmarks.flops import multiply_adds  # noqa: E402
 from benchmarks.machine import machine, torch_backend  # noqa: E402
-from nn.memory import retain_freed_memory  # noqa: E402
+from benchmarks.peak import matmul_peak_gflops  # noqa: E402
+from nn.parallel import retain_freed_memory  # noqa: E402
 
 TRAIN_IMAGES, TEST_IMAGES, EVAL_BATCH = 60_000, 10_000, 1000
 LR, MOMENTUM = 0.01, 0.9
@@ -88,10 +90,15 @@ def batch_stream(n_images: int, batch: int, rng: np.random.Generator):
 class NumpyRun:
     """The NumPy LeNet-5 (``nn.lenet5``) on ``workers`` processes, SGD with momentum."""
 
+    @staticmethod
+    def network(rng: np.random.Generator) -> nn.Sequential:
+        model = nn.lenet5(rng=rng)
+        model.input_grad = False  # images need no gradient (as in PyTorch)
+        return model
+
     def __init__(self, x, y, batch: int, workers: int, rng: np.random.Generator):
         self.x, self.y, self.batches = x, y, batch_stream(len(x), batch, rng)
-        self.model = nn.DataParallel(nn.lenet5(rng=rng), workers)
-        self.model.input_grad = False  # images need no gradient (as in PyTorch)
+        self.model = nn.DataParallel(self.network(rng), workers)
         self.loss_fn = nn.SoftmaxCrossEntropy()
         self.optimizer = nn.SGD(dict(self.model.named_parameters()), lr=LR, momentum=MOMENTUM)
 
@@ -187,7 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs-fraction", type=float, default=1.0,
                         help="train on this fraction of an epoch and extrapolate (default 1)")
-    parser.add_argument("--batch-sizes", default="64,256", help="comma-separated (default 64,256)")
+    parser.add_argument("--batch-sizes", default="32,64,256", help="comma-separated (default 32,64,256)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="cores for each library: NumPy's nn.DataParallel processes (one "
                              "BLAS thread each) and torch.set_num_threads (default: all CPUs)")
@@ -212,6 +219,17 @@ def main() -> None:
           "rounds": args.rounds, "cpus": os.cpu_count(), "python": platform.python_version(),
           "optimizer": f"SGD(lr={LR}, momentum={MOMENTUM})"})
     emit({"what": "machine", **machine()})
+    # The hardware's limit, measured before any training process runs: FLOP/s below are
+    # given as a fraction of it.
+    peak = matmul_peak_gflops(args.workers)
+    emit({"what": "peak", **peak})
+    step_flops = 2 * multiply_adds(NumpyRun.network(np.random.default_rng(0)))["step"]
+    emit({"what": "flops", "network": "nn.lenet5()", "gflop_per_epoch": round(step_flops * len(x) / 1e9, 1),
+          "mflop_per_image": round(step_flops / 1e6, 3)})
+
+    def achieved(seconds_per_epoch: float) -> dict:
+        gflops = step_flops * len(x) / seconds_per_epoch / 1e9
+        return {"gflop_per_s": round(gflops, 1), "fraction_of_peak": round(gflops / peak["peak_gflops"], 3)}
 
     # NumPy warm-up before PyTorch is imported, so peak memory is NumPy's own: the first
     # steps allocate every buffer training and evaluation will ever use.
@@ -247,10 +265,11 @@ def main() -> None:
         numpy_epochs[batch] = epochs[0]
         emit({"what": "numpy", "batch": batch, "workers": args.workers, "steps_timed": steps,
               "seconds_per_epoch": round(epochs[0], 3), "train_images_per_s": round(len(x) / epochs[0]),
+              **achieved(epochs[0]),
               "peak_rss_mib_training": round(rss[batch], 1)})
         if torch is not None:
             emit({"what": "torch", "batch": batch, "torch": torch.__version__, "threads": args.workers,
-                  "seconds_per_epoch": round(epochs[1], 3),
+                  "seconds_per_epoch": round(epochs[1], 3), **achieved(epochs[1]),
                   "numpy_over_torch": round(epochs[0] / epochs[1], 3)})
             runs[1].close()
         if batch != batch_sizes[0]:

@@ -46,7 +46,7 @@ class Module:
         ``True`` (default): ``backward`` returns the gradient with respect to the input.
         Set it to ``False`` on a layer whose input is data (the first layer): layers with
         parameters then only fill ``grads`` and return ``None``, skipping work (for LeNet-5's
-        conv1, the whole col2im: ~10% of a training step). Like an input tensor with
+        conv1, its whole input gradient: ~10% of a training step). Like an input tensor with
         ``requires_grad=False`` in PyTorch. On a ``Sequential`` it sets its first layer's flag.
     """
 
@@ -73,10 +73,12 @@ class Module:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
-    def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
-        """One training batch: ``forward``, the loss, and ``backward``.
+    def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn, *, augment=None,
+                         rng: np.random.Generator | None = None) -> tuple[float, np.ndarray]:
+        """One training batch: ``augment``, ``forward``, the loss, and ``backward``.
 
-        ``DataParallel`` overrides it to do all three in one exchange with its workers.
+        ``DataParallel`` overrides it to do all four in one exchange with its workers, each
+        augmenting its own shard.
 
         Parameters
         ----------
@@ -86,13 +88,23 @@ class Module:
             Its labels.
         loss_fn : callable
             ``loss_fn(logits, labels) -> (loss, dlogits)``.
+        augment : callable, optional
+            ``augment(x, rng) -> x``: a random transform of the training images, applied
+            to ``x`` first.
+        rng : numpy.random.Generator, optional
+            What ``augment`` draws from (needed with it).
 
         Returns
         -------
         loss : float
         logits : np.ndarray
-            What ``forward(x)`` returned. The gradients are left in ``grads``.
+            What ``forward`` returned for the (augmented) batch. The gradients are left in
+            ``grads``.
         """
+        if augment is not None:
+            if rng is None:
+                raise ValueError("forward_backward: augment needs rng")
+            x = augment(x, rng)
         logits = self.forward(x)
         loss, dlogits = loss_fn(logits, labels)
         self.backward(dlogits)

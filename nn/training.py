@@ -166,7 +166,10 @@ class Trainer:
     batch_size : int
     early_stopping : EarlyStopping
     augment : callable, optional
-        ``f(images, rng) -> images`` applied to each training batch.
+        ``f(images, rng) -> images`` applied to each training batch, by the model's
+        ``forward_backward`` (a ``DataParallel`` model augments each shard in its own
+        process, so ``f`` must then be picklable, e.g. a ``functools.partial`` of
+        ``nn.augment``).
     eval_batch_size : int, default 1000
     on_batch : callable, optional
         ``f(batch_index, batches, loss, accuracy)`` for progress display.
@@ -209,7 +212,7 @@ class Trainer:
             If a batch's loss is NaN or infinite.
         """
         self.model.train()
-        # Nothing upstream of the first layer learns: skip its input gradient (a whole col2im).
+        # Nothing upstream of the first layer learns: skip its input gradient (a product and its adds).
         self.model.input_grad = False
         order = self.rng.permutation(len(labels))
         batches = math.ceil(len(labels) / self.batch_size)
@@ -217,10 +220,9 @@ class Trainer:
         for index in range(batches):
             batch = order[index * self.batch_size:(index + 1) * self.batch_size]
             x, y = images[batch], labels[batch]
-            if self.augment is not None:
-                x = self.augment(x, self.rng)
             self.optimizer.lr = self.lr_at(epoch + index / batches)
-            loss, logits = self.model.forward_backward(x, y, self.loss_fn)
+            # The model augments (a DataParallel model: each process its own shard).
+            loss, logits = self.model.forward_backward(x, y, self.loss_fn, augment=self.augment, rng=self.rng)
             if not math.isfinite(loss):
                 raise TrainingDiverged(epoch, index, self.optimizer.lr, loss)
             self.optimizer.step(dict(self.model.named_gradients()))

@@ -20,7 +20,7 @@ import numpy as np
 import typer
 
 import nn
-from nn.memory import retain_freed_memory
+from nn.parallel import retain_freed_memory
 from nn.training import VALIDATION_MONITORS, EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.cli import run

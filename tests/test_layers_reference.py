@@ -52,8 +52,10 @@ CONV_CASES = [
 ]
 
 
-# Training, evaluation and a layer with no input gradient take different paths: all must agree.
-CONV_MODES = ["train", "eval", "no_input_grad"]
+# Training, evaluation, a layer with no input gradient and one output row per chunk (each
+# chunk's input gradient reaching rows its neighbours' reach too) take different paths: all
+# must agree.
+CONV_MODES = ["train", "eval", "no_input_grad", "one_row_chunks"]
 
 
 @pytest.mark.parametrize("mode", CONV_MODES)
@@ -66,6 +68,8 @@ def test_conv2d_matches_loops(case, layout, mode):
                       rng=rng, dtype=np.float64)
     layer.train(mode != "eval")  # eval: backward gathers the columns again
     layer.input_grad = mode != "no_input_grad"
+    if mode == "one_row_chunks":
+        layer.CHUNK_BYTES = layer.INPUT_GRADIENT_CHUNK_BYTES = 1
     layer.params["weight"][...] = rng.normal(size=layer.params["weight"].shape)
     if bias:
         layer.params["bias"][...] = rng.normal(size=c_out)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import nn
-from nn.memory import retain_freed_memory
-from nn.parallel import BOX_BYTES, DataParallel, WorkerError, split
+from nn.parallel import BOX_BYTES, DataParallel, WorkerError, retain_freed_memory, split
 from tests.synthetic import mnist_like
 
 
@@ -74,6 +73,43 @@ def test_one_exchange_forward_backward_equals_the_wrapped_model(float64_pair, n)
     np.testing.assert_allclose(logits, logits_ref, rtol=1e-12, atol=1e-13)
     for name, grad in parallel.named_gradients():
         np.testing.assert_allclose(grad, grads_ref[name], rtol=1e-11, atol=1e-14, err_msg=name)
+
+
+def warp(images, rng):
+    """A random per-image transform (module level, so workers can unpickle it)."""
+    return images * rng.uniform(0.5, 1.5, (len(images), 1, 1, 1))
+
+
+@pytest.mark.parametrize("n", [2, 7, 16])
+def test_each_process_augments_its_own_shard_with_seeds_drawn_from_rng(float64_pair, n):
+    reference, parallel = float64_pair
+    data = np.random.default_rng(20 + n)
+    x, labels = tie_free_images(data, n), data.integers(0, 10, n)
+    loss_fn = nn.SoftmaxCrossEntropy()
+    # The documented rule: one seed per worker (worker 1 first), then this process's shard
+    # from rng itself.
+    rng = np.random.default_rng(5)
+    shards = [s for s in split(n, 3) if s.stop > s.start]
+    seeds = [int(rng.integers(2**63)) for _ in shards[1:]]
+    augmented = np.concatenate([warp(x[shards[0]], rng)] + [warp(x[shard], np.random.default_rng(seed))
+                                                            for shard, seed in zip(shards[1:], seeds)])
+    loss_ref, logits_ref = reference.forward_backward(augmented, labels, loss_fn)
+    grads_ref = {name: grad.copy() for name, grad in reference.named_gradients()}
+
+    rng = np.random.default_rng(5)
+    loss, logits = parallel.forward_backward(x, labels, loss_fn, augment=warp, rng=rng)
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    np.testing.assert_allclose(logits, logits_ref, rtol=1e-12, atol=1e-13)
+    for name, grad in parallel.named_gradients():
+        np.testing.assert_allclose(grad, grads_ref[name], rtol=1e-11, atol=1e-14, err_msg=name)
+
+
+def test_augmenting_needs_a_generator(float64_pair):
+    reference, parallel = float64_pair
+    x, labels = np.zeros((4, 1, 28, 28)), np.zeros(4, dtype=int)
+    for model in (reference, parallel):
+        with pytest.raises(ValueError, match="augment needs rng"):
+            model.forward_backward(x, labels, nn.SoftmaxCrossEntropy(), augment=warp)
 
 
 def test_parameters_are_the_wrapped_models_and_updates_reach_the_workers(float64_pair):

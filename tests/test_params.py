@@ -92,9 +92,10 @@ def project(tmp_path):
     ("train.channels", [6, 0], "train.channels[1] must be greater than or equal to 1"),
     ("train.nesterov", "yes", "train.nesterov must be a valid boolean, got 'yes'"),
     ("train.min_lr", 1.0, "train.min_lr must be <= train.lr (0.05), got 1.0"),
-    ("train.warmup_epochs", 40, "train.warmup_epochs must be < train.epochs (32), got 40.0"),
+    ("train.warmup_epochs", 40, "train.warmup_epochs must be < train.epochs ({epochs}), got 40.0"),
 ])
 def test_bad_train_values_name_the_key_and_what_is_allowed(project, key, value, expected):
+    expected = expected.format(epochs=load_params("train", root=project).train.epochs)
     set_params(project, {key: value})
     with pytest.raises(LenetError) as error:
         load_params("train", root=project)

@@ -1,4 +1,4 @@
-"""nn.shared_arrays: aligned layouts, views without copies, and boxes that carry arrays."""
+"""nn.parallel.shared_arrays: aligned layouts, views without copies, and boxes that carry arrays."""
 
 import multiprocessing
 import pickle
@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from nn.shared_arrays import ALIGN, Slot, aligned, fetch, layout, post, shared_block, view, views
+from nn.parallel.shared_arrays import ALIGN, Slot, aligned, fetch, layout, post, shared_block, view, views
 
 
 @pytest.mark.parametrize("nbytes, room", [(0, 0), (1, ALIGN), (ALIGN - 1, ALIGN), (ALIGN, ALIGN),

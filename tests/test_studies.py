@@ -21,6 +21,7 @@ import pytest
 from lenet import exp_queue, studies
 from lenet.curves import study_figure
 from lenet.study_plans import STUDIES
+from stages.common.params import load_params
 from tests.mnist_mirror import MIRROR, needs_mirror
 from tests.scratch_project import commit_all, copy_project, init_repo
 
@@ -68,7 +69,8 @@ def test_dry_run_queues_each_distinct_run_once_from_the_preset():
     # The ablation adds one idea at a time, with params.yaml's values, and ends at params.yaml itself.
     steps = [run for run in runs if run["name"].startswith("abl-")]
     assert [len(run) for run in steps] == sorted(len(run) for run in steps[:-1]) + [2]
-    assert steps[-1]["line"] == "dvc exp run --queue -n abl-9-recipe-e32"
+    epochs = load_params("train", root=Path(__file__).resolve().parents[1]).train.epochs
+    assert steps[-1]["line"] == f"dvc exp run --queue -n abl-9-recipe-e{epochs}"
     assert (steps[4]["train.lr"], steps[4]["train.loss_reduction"]) == ("0.05", "mean")
     assert steps[7]["train.channels"] == "[8,24]"
 

@@ -19,13 +19,14 @@ One training step of ``DataParallel(model, workers=2).forward_backward(x, labels
 
 ``forward`` and ``backward`` work too, as for any module (one exchange each).
 
-The protocol (the messages and the worker's side are in ``nn/parallel_worker.py``). Each
-worker has a pipe and four blocks of shared memory (``nn.shared_arrays``): the parameters (one block for all workers, written by this process
-only), its parameter gradients (written by the worker only), an inbox and an outbox. This
-process sends a ``ForwardRequest``, ``ForwardBackwardRequest`` or ``BackwardRequest``, whose
-arrays lie in the inbox, and the worker answers each with exactly one ``Reply`` (its result
-in the outbox, its gradients in its block) or ``Failure``; ``Close`` ends it, unanswered.
-A worker has at most one request at a time, so no box is written while it is read.
+The protocol (the messages and the worker's side are in ``nn/parallel/worker.py``). Each
+worker has a pipe and four blocks of shared memory (``nn/parallel/shared_arrays.py``): the
+parameters (one block for all workers, written by this process only), its parameter
+gradients (written by the worker only), an inbox and an outbox. This process sends a
+``ForwardRequest``, ``ForwardBackwardRequest`` or ``BackwardRequest``, whose arrays lie in
+the inbox, and the worker answers each with exactly one ``Reply`` (its result in the outbox,
+its gradients in its block) or ``Failure``; ``Close`` ends it, unanswered. A worker has at
+most one request at a time, so no box is written while it is read.
 
 The numbers are reproducible for a given number of workers, whichever core runs what: each
 shard is computed by the same code on the same data and the shard gradients are added in a
@@ -45,9 +46,9 @@ from typing import Any, Callable
 import numpy as np
 
 from nn.module import Module
-from nn.parallel_worker import (BackwardRequest, Close, Failure, ForwardBackwardRequest, ForwardRequest, Posted,
-                                Reply, Request, random_layers, serve, wait_for)
-from nn.shared_arrays import fetch, layout, post, shared_block, views
+from nn.parallel.shared_arrays import fetch, layout, post, shared_block, views
+from nn.parallel.worker import (Augmentation, BackwardRequest, Close, Failure, ForwardBackwardRequest, ForwardRequest,
+                                Posted, Reply, Request, random_layers, serve, wait_for)
 
 # Each worker uses one core: more BLAS threads per process would fight over the same cores.
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -212,10 +213,14 @@ class DataParallel(Module):
         first, replies = self._run(requests, lambda: self.module.forward(x[shards[0]]))
         return np.concatenate([first, *(reply.result for reply in replies)])
 
-    def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, np.ndarray]:
-        """``forward``, ``loss_fn`` and ``backward`` of one training batch, in one exchange.
+    def forward_backward(self, x: np.ndarray, labels: np.ndarray, loss_fn, *, augment=None,
+                         rng: np.random.Generator | None = None) -> tuple[float, np.ndarray]:
+        """``augment``, ``forward``, ``loss_fn`` and ``backward`` of one training batch, in one exchange.
 
-        ``forward`` then ``backward`` take two exchanges with the workers.
+        ``forward`` then ``backward`` take two exchanges with the workers. Each process
+        augments its own shard: augmenting the whole batch here, while the workers waited,
+        took ~10% of a step; shared, steps are 4% (batch 32) and 7% (batch 64) faster
+        (the pipeline's LeNet-5 and augmentation, AMD Zen 4, interleaved runs).
 
         Parameters
         ----------
@@ -227,6 +232,14 @@ class DataParallel(Module):
             given the whole batch size (a mean divides by it, a sum needs no divisor), so
             the shards' losses add up to the batch's and their gradient rows are the
             batch's, whatever the reduction.
+        augment : callable, optional
+            ``augment(images, rng) -> images``, a random transform of the training images
+            (picklable: a module-level function or a ``functools.partial`` of one). This
+            process's shard is transformed with ``rng``; each worker's with a fresh generator
+            seeded by a number drawn from ``rng`` first (worker 1 first), so ``rng`` alone
+            decides every transform.
+        rng : numpy.random.Generator, optional
+            Needed with ``augment``.
 
         Returns
         -------
@@ -244,16 +257,21 @@ class DataParallel(Module):
         The gradients, summed over the shards, are left in ``grads``; input gradients are
         not returned.
         """
+        if augment is not None and rng is None:
+            raise ValueError("forward_backward: augment needs rng")
         shards, n = self._start(len(x)), len(x)
         if len(shards) == 1:
-            return super().forward_backward(x, labels, loss_fn)
+            return super().forward_backward(x, labels, loss_fn, augment=augment, rng=rng)
         requests = []
         for inbox, shard in self._workers_shards():
             x_posted, labels_posted = post([x[shard], labels[shard]], inbox)
-            requests.append(ForwardBackwardRequest(self._forward_request(x_posted), labels_posted, n, loss_fn))
+            augmentation = None if augment is None else Augmentation(augment, int(rng.integers(2**63)))
+            requests.append(ForwardBackwardRequest(self._forward_request(x_posted), labels_posted, n, loss_fn,
+                                                   augmentation))
 
         def own():
-            logits = self.module.forward(x[shards[0]])
+            own_x = x[shards[0]]
+            logits = self.module.forward(own_x if augment is None else augment(own_x, rng))
             loss, dlogits = loss_fn(logits, labels[shards[0]], n)
             self.module.backward(dlogits)
             return loss, logits

@@ -4,7 +4,7 @@ A worker holds a replica of the model whose parameters are views of a shared blo
 parent publishes before every step. It waits for a request through its pipe, runs it on its
 shard (read from its shared inbox), writes its parameter gradients to its own shared block
 and its result to its outbox, and answers with exactly one ``Reply`` or ``Failure``. See
-``nn/parallel.py`` for the parent side and the whole protocol.
+``nn/parallel/data_parallel.py`` for the parent side and the whole protocol.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from nn.memory import retain_freed_memory
 from nn.module import Module
-from nn.shared_arrays import Slot, fetch, post, views
+from nn.parallel.memory import retain_freed_memory
+from nn.parallel.shared_arrays import Slot, fetch, post, views
 
 # Waiting for a message is a short spin, then a blocking wait: waking a sleeping process
 # costs ~0.1-0.3 ms on these machines, a few % of a step; steps come faster than this.
@@ -53,8 +53,29 @@ class ForwardRequest(NamedTuple):
     x: Posted
 
 
+class Augmentation(NamedTuple):
+    """A random transform of a shard's training images, and the seed of its generator.
+
+    Attributes
+    ----------
+    transform : callable
+        ``transform(x, rng) -> x``, e.g. ``functools.partial(nn.augment, max_shift=2.0)``
+        (pickled with the request: a module-level function or a partial of one).
+    seed : int
+        Seeds the fresh ``numpy.random.Generator`` it draws from, so the parent's generator
+        alone decides every worker's transforms.
+    """
+
+    transform: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    seed: int
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The transformed shard (``x`` itself when the transform changes nothing)."""
+        return self.transform(x, np.random.default_rng(self.seed))
+
+
 class ForwardBackwardRequest(NamedTuple):
-    """Run ``forward``, the loss and ``backward`` on a shard.
+    """Run ``forward``, the loss and ``backward`` on a shard (augmented first, if asked).
 
     Answered by a ``Reply`` with the loss and the output, the parameter gradients in the
     worker's gradient block.
@@ -70,12 +91,15 @@ class ForwardBackwardRequest(NamedTuple):
     loss_fn : callable
         ``loss_fn(logits, labels, batch_size) -> (loss, dlogits)`` (``SoftmaxCrossEntropy``,
         a few bytes pickled).
+    augmentation : Augmentation or None
+        Applied to the shard's images before ``forward``.
     """
 
     forward: ForwardRequest
     labels: Posted
     batch_size: int
     loss_fn: Callable[..., tuple[float, np.ndarray]]
+    augmentation: Augmentation | None
 
 
 class BackwardRequest(NamedTuple):
@@ -163,13 +187,16 @@ def wait_for(conn) -> None:
             return
 
 
-def _run_forward(module: Module, random_layers: list[Module], request: ForwardRequest, inbox) -> np.ndarray:
-    """Set the mode, flags and dropout generators a ``ForwardRequest`` asks for; run forward."""
+def _run_forward(module: Module, random_layers: list[Module], request: ForwardRequest, inbox,
+                 augmentation: Augmentation | None = None) -> np.ndarray:
+    """Set the mode, flags and dropout generators a ``ForwardRequest`` asks for; run forward
+    (on the augmented shard, when ``augmentation`` is given)."""
     module.train(request.training)
     module.input_grad = request.input_grad
     for layer, seed in zip(random_layers, request.seeds):
         layer.rng = np.random.default_rng(seed)
-    return module.forward(fetch(request.x, inbox))
+    x = fetch(request.x, inbox)
+    return module.forward(x if augmentation is None else augmentation(x))
 
 
 def serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_block, inbox, outbox) -> None:
@@ -210,7 +237,7 @@ def serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_bloc
             if isinstance(request, ForwardRequest):
                 result = _run_forward(module, random_layers_, request, inbox)
             elif isinstance(request, ForwardBackwardRequest):
-                result = _run_forward(module, random_layers_, request.forward, inbox)
+                result = _run_forward(module, random_layers_, request.forward, inbox, request.augmentation)
                 loss, dlogits = request.loss_fn(result, fetch(request.labels, inbox), request.batch_size)
                 module.backward(dlogits)
             else:  # a BackwardRequest
