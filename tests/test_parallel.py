@@ -248,11 +248,17 @@ def test_worker_failure_is_reported_and_requests_stay_paired_with_replies():
         np.testing.assert_allclose(parallel.forward(x), lenet().eval().forward(x), rtol=1e-5, atol=1e-6)
 
 
-def test_a_killed_worker_gives_a_clear_error_and_close_is_final():
+@pytest.mark.parametrize("reaped", [False, True], ids=["at-once", "pipe-closed"])
+def test_a_killed_worker_gives_a_clear_error_and_close_is_final(reaped):
+    # At once, the request may still fit in the pipe (the error comes on reading the reply);
+    # once the worker's end is closed, sending it fails: both name the worker and its exit code.
     parallel = DataParallel(lenet(), workers=2)
     (pid,) = parallel.worker_pids
     os.kill(pid, signal.SIGKILL)
-    with pytest.raises(WorkerError, match="worker 1 died"):
+    deadline = time.monotonic() + 10
+    while reaped and time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.01)
+    with pytest.raises(WorkerError, match=r"worker 1 died \(exit code -9\); closed"):
         parallel.forward(np.zeros((4, 1, 28, 28), dtype=np.float32))
     with pytest.raises(WorkerError, match="closed"):
         parallel.forward(np.zeros((4, 1, 28, 28), dtype=np.float32))

@@ -368,12 +368,11 @@ class DataParallel(Module):
         """
         if self._closed:
             raise WorkerError("DataParallel is closed")
-        for conn, request in zip(self._connections, requests):
+        for k, (conn, request) in enumerate(zip(self._connections, requests)):
             try:
                 conn.send(request)
-            except (OSError, ValueError) as error:
-                self.close()
-                raise WorkerError(f"DataParallel worker is gone ({error}); closed") from None
+            except (OSError, ValueError):
+                raise self._died(k) from None
         try:
             first = own()
         finally:
@@ -390,6 +389,12 @@ class DataParallel(Module):
             wait_for(conn)
             return conn.recv()
         except (EOFError, OSError):
-            code = self._processes[k].exitcode
-            self.close()
-            raise WorkerError(f"DataParallel worker {k + 1} died (exit code {code}); closed") from None
+            raise self._died(k) from None
+
+    def _died(self, k: int) -> WorkerError:
+        """Close everything and return the error naming worker k, which is gone, and its exit code."""
+        # Its pipe can break before the kernel has reaped it: wait briefly so the code is known.
+        self._processes[k].join(timeout=1)
+        code = self._processes[k].exitcode
+        self.close()
+        return WorkerError(f"DataParallel worker {k + 1} died (exit code {code}); closed")
