@@ -71,7 +71,7 @@ def history_csv(history: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float, on_batch=None):
+def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float):
     """Model, optimizer, schedule, early stopping and augmentation, all from the ``train`` params."""
     model = nn.lenet5(**model_config(train), init=train.init, rng=rng)
     if train.workers > 1:
@@ -88,7 +88,7 @@ def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float, on_
     early_stopping = EarlyStopping(**train.early_stopping.model_dump())
     return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng,
                    batch_size=train.batch_size, early_stopping=early_stopping,
-                   augment=augment, on_batch=on_batch,
+                   augment=augment,
                    loss_fn=nn.SoftmaxCrossEntropy(train.loss_reduction))
 
 
@@ -141,7 +141,7 @@ def main() -> None:
 
     def fresh():
         rng = np.random.default_rng(train.seed)
-        return rng, build_trainer(train, rng, fill=blank_value(mean, std), on_batch=progress.on_batch)
+        return rng, build_trainer(train, rng, fill=blank_value(mean, std))
 
     run_fingerprint = checkpoint.fingerprint(dotted(train, "train"), [TRAIN_SPLIT, VAL_SPLIT, *NN_SOURCES])
     rng, trainer, state = checkpoint.resume(CHECKPOINT, run_fingerprint, fresh)
@@ -154,7 +154,6 @@ def main() -> None:
 
     with staged_outputs("train", OUTPUTS, params) as staged:
         try:
-            progress.epochs_done = state.epochs_done if state else 0
             with progress:
                 state = trainer.fit((train_split.images, train_split.labels), validation,
                                     epochs=train.epochs, state=state, on_epoch_end=on_epoch_end)

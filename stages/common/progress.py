@@ -23,8 +23,6 @@ MEMORY_LINE = re.compile(r"^peak memory: (\d+) MiB", re.MULTILINE)
 class EpochProgress:
     """Prints each epoch's scores and time; entering the ``with`` block starts the clock."""
 
-    on_batch = None  # no per-batch display (the trainer skips a callback of None)
-
     def __init__(self, epochs: int):
         self.epochs = epochs
         self._started = time.perf_counter()
