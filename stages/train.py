@@ -137,7 +137,6 @@ def main() -> None:
                          "is empty (normalize.val_size: 0); monitor train_loss or train_accuracy")
     validation = (val_split.images, val_split.labels) if len(val_split) else None
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
-    progress = EpochProgress(train.epochs)
 
     def fresh():
         rng = np.random.default_rng(train.seed)
@@ -145,6 +144,7 @@ def main() -> None:
 
     run_fingerprint = checkpoint.fingerprint(dotted(train, "train"), [TRAIN_SPLIT, VAL_SPLIT, *NN_SOURCES])
     rng, trainer, state = checkpoint.resume(CHECKPOINT, run_fingerprint, fresh)
+    progress = EpochProgress(train.epochs)
 
     def on_epoch_end(state) -> None:
         progress.epoch_done(state.history[-1])
@@ -154,9 +154,8 @@ def main() -> None:
 
     with staged_outputs("train", OUTPUTS, params) as staged:
         try:
-            with progress:
-                state = trainer.fit((train_split.images, train_split.labels), validation,
-                                    epochs=train.epochs, state=state, on_epoch_end=on_epoch_end)
+            state = trainer.fit((train_split.images, train_split.labels), validation,
+                                epochs=train.epochs, state=state, on_epoch_end=on_epoch_end)
             memory = peak_memory_line(getattr(trainer.model, "worker_pids", []))  # while the workers live
             kept = state.history[state.kept_epoch - 1]
             check_learned(kept)

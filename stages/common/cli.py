@@ -50,12 +50,6 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-def install_signal_handlers() -> None:
-    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Interrupted`, so ``finally`` blocks run."""
-    for signum in HANDLED_SIGNALS:
-        signal.signal(signum, _raise_interrupted)
-
-
 def _error_line(error: Exception) -> str:
     """Ours as it is; an OSError as ``<path>: <reason>`` (both paths for a rename); anything else with a hint."""
     if isinstance(error, LenetError):
@@ -78,16 +72,14 @@ def run(app: typer.Typer, *, report_time: bool = True) -> None:
     """
     name = Path(sys.argv[0]).stem  # python -m stages.train: .../stages/train.py -> train
     started = time.perf_counter()
-    install_signal_handlers()
+    for signum in HANDLED_SIGNALS:  # so that ``finally`` blocks run
+        signal.signal(signum, _raise_interrupted)
     try:
         # Typer returns an exit code instead of raising when it stopped early: --help (0),
         # Ctrl-C caught by Typer itself (130), an explicit typer.Exit. None means the command ran.
         result = app(standalone_mode=False)
     except (Interrupted, KeyboardInterrupt) as interruption:  # KeyboardInterrupt: before our handler
         result = 128 + getattr(interruption, "signum", signal.SIGINT)
-    except typer.Abort:  # Typer's EOFError on a prompt
-        print(f"{name}: aborted", file=sys.stderr)
-        raise SystemExit(1) from None
     except typer.TyperException as error:  # usage errors (bad options) format themselves
         error.show()
         raise SystemExit(error.exit_code) from None
