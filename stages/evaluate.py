@@ -32,18 +32,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, classes: int = 10) -> np.ndarray:
-    """The confusion matrix: ``counts[a, p]`` = number of images of class a predicted as p.
-
-    Parameters
-    ----------
-    actual, predicted : (N,) int
-        Classes in [0, classes).
-    classes : int, default 10
-
-    Returns
-    -------
-    counts : (classes, classes) int
-    """
+    """The confusion matrix ``(classes, classes)``: ``counts[a, p]`` images of class a predicted as p."""
     return np.bincount(actual * classes + predicted, minlength=classes * classes).reshape(classes, classes)
 
 

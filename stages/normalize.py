@@ -1,20 +1,12 @@
 """Stage normalize: MNIST's IDX files -> train / val / test splits as Parquet.
 
-    python -m stages.normalize      # reads data/raw, params normalize.*; writes data/prepared
-
-- ``val_size`` training images are held out for validation, stratified by label
-  (:func:`stratified_split`); the rest is the training split. With 0 the validation split
-  is empty (the original tutorial trained on all 60,000 images).
-- Every split records one mean and std, so all three are normalized alike at load time by
-  ``(pixels / 255 - mean) / std``: with ``scale: standardize`` the training split's pixel
-  mean and std (of pixels / 255); with ``scale: unit256`` mean 0 and std 256/255, which
-  makes that transform the tutorial's ``pixels / 256``. The test set chooses nothing: it is
-  only read, limited, and written.
-- All three splits record one run id (:func:`run_id`), so train and evaluate can refuse a mix
-  of splits from two runs (a run killed between two files, say), and each records a checksum
-  of its content, verified whenever it is read (``stages.common.dataset``).
-- ``limit`` keeps the first ``limit`` images of each source file (small runs in tests); 0 keeps
-  all. (0, not null: ``dvc exp run -S`` would write a null back as an empty value.)
+``val_size`` training images are held out for validation, stratified by label (0: none, as
+the tutorial trained on all 60,000). Every split records one mean and std, so all three are
+normalized alike at load time (``normalize.scale``: the training split's, or the tutorial's
+pixels / 256), one run id (:func:`run_id`), so train and evaluate refuse a mix of two runs,
+and a checksum of its content (``stages.common.dataset``). The test set chooses nothing.
+``limit`` keeps the first images of each source file, for small runs in tests; 0 keeps all
+(0, not null: ``dvc exp run -S`` would write a null back as an empty value).
 """
 
 from __future__ import annotations
@@ -128,8 +120,7 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
     Returns
     -------
     dict
-        The sizes and the normalization constants (for the stage's summary line):
-        ``{"sizes": ..., "mean": ..., "std": ..., "run_id": ...}``.
+        ``{"sizes": ..., "mean": ..., "std": ..., "run_id": ...}``, for the summary line.
 
     Raises
     ------

@@ -1,19 +1,10 @@
 """The one error boundary of every stage (and of the ``lenet`` command): how a run ends.
 
-=========================  ================================================  ==========
-what happened              what the user sees (stderr)                       exit code
-=========================  ================================================  ==========
-success                    ``<stage>: done in 1.2 s`` (stages only)          0
-Ctrl-C / SIGTERM / SIGHUP  ``<stage>: interrupted (SIGINT)``                 128 + signal
-bad input (LenetError)     ``error: <file or param>: <what was expected>``   1
-OSError                    ``error: <path>: <reason>``                       1
-usage error                Typer's usage message                             2
-``--help``                 the help                                          0
-anything else              ``error: unexpected <Type>: <message>`` + hint    1
-=========================  ================================================  ==========
-
-"done" is printed only when the command returned normally. Set ``LENET_DEBUG=1`` to get
-the full traceback of an unexpected error (or of any error) instead of one line.
+Exit 0 (and ``<stage>: done in 1.2 s``) only when the command returned normally; Ctrl-C,
+SIGTERM, SIGHUP: ``<stage>: interrupted (SIGINT)``, 128 + the signal; an expected failure
+(LenetError, OSError): one line ``error: ...``, exit 1; Typer's usage errors, exit 2. What a
+user sees for each fault: docs/faults.md. ``LENET_DEBUG=1`` prints the full traceback of an
+unexpected error (or of any error) instead of one line.
 """
 
 from __future__ import annotations

@@ -148,10 +148,8 @@ def read_model(directory: Path = MODELS):
     """
     weights, config = directory / WEIGHTS, directory / CONFIG
     for path in (weights, config, directory / PREPROCESSING):
-        if not path.is_file():
+        if not path.is_file():  # an empty one is refused below, as not an .npz or not JSON
             raise LenetError(f"{path}: missing (run the train stage first)")
-        if path.stat().st_size == 0:
-            raise _damaged(path, "empty file")
     if not zipfile.is_zipfile(weights):
         raise _damaged(weights, "not an .npz archive")
     _, preprocessing = _validated(directory / PREPROCESSING, Preprocessing)

@@ -170,8 +170,6 @@ def _share(model: type[Section], keys: list[str], stage: str, prefix: str = "") 
 
     A key naming a whole section gets that section's own model, with its cross-field rules.
     """
-    if "" in keys:
-        return model
     fields: dict[str, Any] = {}
     for head in dict.fromkeys(key.partition(".")[0] for key in keys):
         field = model.model_fields.get(head)
