@@ -105,27 +105,24 @@ class Split:
         return len(self.labels)
 
 
-def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray, facts: bytes | None = None) -> str:
-    """SHA-256 (hex) of a split's values as stored: ``facts`` if given, labels, source_index, pixels.
+def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
+                metadata: dict[str, Any] | None = None) -> str:
+    """SHA-256 (hex) of a split's values as stored (the arrays :func:`write_split` takes).
 
-    The arrays are as :func:`write_split` takes them. Each part is hashed after its length, so
-    no two lists of parts collide.
+    With ``metadata`` (all but its ``content_sha256``, as key-sorted JSON) hashed first: the
+    split's ``content_sha256``. Each part is hashed after its length, so no two lists of parts
+    collide.
     """
-    stored = (np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(source_index, dtype="<i4"),
-              np.ascontiguousarray(pixels, dtype=np.uint8))
+    stored = [np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(source_index, dtype="<i4"),
+              np.ascontiguousarray(pixels, dtype=np.uint8)]
+    if metadata is not None:
+        stored.insert(0, json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode())
     digest = hashlib.sha256()
-    for part in ([] if facts is None else [facts]) + list(stored):
+    for part in stored:
         view = memoryview(part).cast("B") if len(part) else b""  # an empty split (val_size 0) has no bytes
         digest.update(len(view).to_bytes(8, "little"))
         digest.update(view)
     return digest.hexdigest()
-
-
-def content_sha256(metadata: dict[str, Any], pixels: np.ndarray, labels: np.ndarray,
-                   source_index: np.ndarray) -> str:
-    """The ``content_sha256`` of a split: its metadata (all but this key, as key-sorted JSON), then its values."""
-    facts = json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True)
-    return data_sha256(pixels, labels, source_index, facts.encode())
 
 
 def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
@@ -156,7 +153,7 @@ def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source
     metadata = {**info, "mean": float(mean), "std": float(std), "num_images": n,
                 "shape": list(IMAGE_SHAPE), "stored_dtype": "uint8", "format_version": FORMAT_VERSION,
                 RUN_KEY: run_id}
-    metadata[CHECKSUM_KEY] = content_sha256(metadata, pixels, labels, source_index)
+    metadata[CHECKSUM_KEY] = data_sha256(pixels, labels, source_index, metadata)
     pixel_column = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(PIXELS_PER_IMAGE), n, [None, pa.py_buffer(pixels)])
     table = pa.table(
@@ -211,13 +208,9 @@ def read_split(path: str | Path) -> Split:
     """
     path = Path(path)
     table = _read_table(path)
-    found = [(f.name, str(f.type)) for f in table.schema]
-    expected = [(f.name, str(f.type)) for f in SCHEMA]
+    found, expected = (", ".join(f"{f.name}: {f.type}" for f in schema) for schema in (table.schema, SCHEMA))
     if found != expected:
-        raise LenetError(
-            f"{path}: columns {', '.join(f'{n}: {t}' for n, t in found)}; "
-            f"expected {', '.join(f'{n}: {t}' for n, t in expected)}"
-        )
+        raise LenetError(f"{path}: columns {found}; expected {expected}")
     nulls = [name for name in SCHEMA.names if table.column(name).null_count]
     if nulls:
         raise LenetError(f"{path}: null values in column(s) {', '.join(nulls)}, expected none")
@@ -230,8 +223,7 @@ def read_split(path: str | Path) -> Split:
                            offset=pixel_column.offset * PIXELS_PER_IMAGE)
     stored_labels = table.column("label").to_numpy()
     stored_index = table.column("source_index").to_numpy()
-    if len(pixels) != table.num_rows * PIXELS_PER_IMAGE or \
-            content_sha256(metadata, pixels, stored_labels, stored_index) != metadata[CHECKSUM_KEY]:
+    if data_sha256(pixels, stored_labels, stored_index, metadata) != metadata[CHECKSUM_KEY]:
         raise LenetError(f"{path}: content does not match its {CHECKSUM_KEY} (the file is corrupt; "
                          "rerun the normalize stage)")
     return Split(
