@@ -78,7 +78,7 @@ def main() -> None:
     params = load_params("evaluate")
     model, architecture, expected = read_model(MODELS)
     test = read_split(TEST_SPLIT)
-    check_run(test, expected.get(RUN_KEY), MODELS / PREPROCESSING)  # so also the mean and std it trained with
+    check_run(test, expected.get(RUN_KEY), MODELS / PREPROCESSING, rerun="train")  # so also the mean and std it trained with
     sizes = {"train": pq.read_metadata(TRAIN_SPLIT).num_rows, "val": pq.read_metadata(VAL_SPLIT).num_rows,
              "test": len(test.labels)}
     training = read_training(sizes["val"] > 0)  # before any work: a damaged file is one line, not a traceback later

@@ -24,7 +24,7 @@ from nn.parallel import retain_freed_memory
 from nn.training import VALIDATION_MONITORS, EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.cli import run
-from stages.common.dataset import RUN_KEY, check_same_run, read_split
+from stages.common.dataset import RUN_KEY, check_run, read_split
 from stages.common.errors import LenetError
 from stages.common.model_files import blank_value, write_model
 from stages.common.outputs import staged_outputs, write_json
@@ -131,7 +131,7 @@ def main() -> None:
     train = params.train
     retain_freed_memory()  # steps free and reallocate megabytes: keep them, don't refault them
     train_split, val_split = read_split(TRAIN_SPLIT), read_split(VAL_SPLIT)
-    check_same_run(train_split, val_split)
+    check_run(val_split, train_split.metadata[RUN_KEY], TRAIN_SPLIT, rerun="normalize")
     if not len(val_split) and train.early_stopping.monitor in VALIDATION_MONITORS:
         raise LenetError(f"{PARAMS}: train.early_stopping.monitor is {train.early_stopping.monitor}, but {VAL_SPLIT} "
                          "is empty (normalize.val_size: 0); monitor train_loss or train_accuracy")

@@ -235,27 +235,13 @@ def read_split(path: str | Path) -> Split:
     )
 
 
-def check_same_run(*splits: Split) -> None:
-    """Refuse splits written by different normalize runs (e.g. one killed between two files).
+def check_run(split: Split, run_id: Any, recorded_in: str | Path, rerun: str) -> None:
+    """Refuse ``split`` unless it comes from normalize run ``run_id``, as ``recorded_in`` records.
 
-    The LenetError names the first split and the first one that differs from it.
-    """
-    first = splits[0]
-    for other in splits[1:]:
-        if other.metadata[RUN_KEY] != first.metadata[RUN_KEY]:
-            raise LenetError(
-                f"{other.path} and {first.path} come from different normalize runs "
-                f"({other.metadata[RUN_KEY][:12]}... and {first.metadata[RUN_KEY][:12]}...); "
-                "rerun the normalize stage")
-
-
-def check_run(split: Split, run_id: Any, recorded_in: str | Path) -> None:
-    """Refuse ``split`` unless it comes from normalize run ``run_id``, as ``recorded_in`` says.
-
-    For a split read beside a model: the model records the run its training data came from.
+    A mix of two runs' splits (normalize killed between two files), or a split beside a model
+    trained on another run's, would train or score on data that do not belong together.
     """
     if run_id != split.metadata[RUN_KEY]:
         recorded = f"run {run_id[:12]}..." if isinstance(run_id, str) else f"no {RUN_KEY}"
-        raise LenetError(
-            f"{split.path} comes from normalize run {split.metadata[RUN_KEY][:12]}..., but {recorded_in} "
-            f"records {recorded}; rerun the train stage")
+        raise LenetError(f"{split.path} comes from normalize run {split.metadata[RUN_KEY][:12]}..., but "
+                         f"{recorded_in} records {recorded}; rerun the {rerun} stage")
