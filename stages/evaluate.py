@@ -18,7 +18,7 @@ from nn.training import evaluate
 from stages.common.cli import run
 from stages.common.dataset import RUN_KEY, check_run, read_split
 from stages.common.errors import LenetError
-from stages.common.model_card import model_card
+from stages.common.model_card import model_card, precision_recall
 from stages.common.model_files import PREPROCESSING, read_model
 from stages.common.outputs import staged_outputs, write_json
 from stages.common.params import dotted, load_params
@@ -38,10 +38,7 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, classes: int = 1
 
 def per_class_csv(confusion: np.ndarray) -> str:
     """Precision and recall of each digit (0 where undefined), for DVC's bar plots."""
-    hits = np.diag(confusion).astype(np.float64)
-    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
-    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
-    recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
+    precision, recall = precision_recall(confusion)
     return "digit,precision,recall\n" + "".join(
         f"{digit},{precision[digit]:.6g},{recall[digit]:.6g}\n" for digit in range(len(confusion)))
 

@@ -1,13 +1,10 @@
 """Stage train: fit LeNet-5 on the training split, choosing the epoch on validation.
 
-Reads data/prepared/{train,val}.parquet and the ``train`` params; writes
-models/model.npz + models/model.json (weights and architecture), models/preprocessing.json
-(the mean and std inputs must be normalized with), metrics/train.json (the kept epoch's
-scores), metrics/train_run.json (how the run went) and metrics/history.csv. With an empty
-validation split (``normalize.val_size: 0``, the original tutorial's setup) every
-validation figure is absent, not faked, and the last epoch is kept.
-A checkpoint after every epoch (checkpoints/train.npz, outside DVC's outputs) lets an
-interrupted run resume exactly where it stopped.
+Writes the model (models/: weights, architecture, the input normalization) and the kept
+epoch's scores, how the run went and its history (metrics/), as dvc.yaml declares. With an
+empty validation split (``normalize.val_size: 0``, the tutorial's setup) every validation
+figure is absent, not faked, and the last epoch is kept. A checkpoint after every epoch
+(checkpoints/train.npz, outside DVC's outputs) lets an interrupted run resume exactly.
 """
 
 from __future__ import annotations

@@ -45,9 +45,6 @@ _WRITE_OPTIONS = dict(
 )
 
 
-# --- the training split's statistics -----------------------------------------------------
-
-
 def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
     """Mean and (population) standard deviation of ``pixels / 255``, computed exactly.
 
@@ -72,9 +69,6 @@ def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
     mean = float(counts @ values) / flat.size
     std = math.sqrt(float(counts @ (values - mean) ** 2) / flat.size)
     return mean, std
-
-
-# --- writing and reading a split ----------------------------------------------------------
 
 
 @dataclass(frozen=True)

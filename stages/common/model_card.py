@@ -39,6 +39,14 @@ def most_confused(confusion: np.ndarray, limit: int = CONFUSED_PAIRS) -> list[tu
     return [pair for pair in pairs if pair[2] > 0]
 
 
+def precision_recall(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall ``(classes,)`` of each class of ``confusion[actual, predicted]``; 0 if undefined."""
+    hits = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    return (np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0),
+            np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0))
+
+
 def _percent(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
 
@@ -81,7 +89,7 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
     total = int(confusion.sum())
     correct = int(np.trace(confusion))
     per_class = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
+    precision, recall = precision_recall(confusion)
     augment = {key.rsplit(".", 1)[1]: value for key, value in params.items() if key.startswith("train.augment.")}
     lines = [
         "# Model card: LeNet-5 on MNIST",
@@ -131,11 +139,8 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
         "| --- | --- | --- | --- | --- |",
     ]
     for digit in range(len(confusion)):
-        hits = int(confusion[digit, digit])
-        recall = hits / per_class[digit] if per_class[digit] else 0.0
-        precision = hits / predicted[digit] if predicted[digit] else 0.0
-        lines.append(f"| {digit} | {int(per_class[digit])} | {int(per_class[digit]) - hits} | "
-                     f"{_percent(recall)} | {_percent(precision)} |")
+        lines.append(f"| {digit} | {int(per_class[digit])} | {int(per_class[digit] - confusion[digit, digit])} | "
+                     f"{_percent(recall[digit])} | {_percent(precision[digit])} |")
     lines += ["", "## Most confused pairs (test)", ""]
     pairs = most_confused(confusion)
     lines += ([f"- a {a} read as {p}: {n} image{'s' if n != 1 else ''}" for a, p, n in pairs]

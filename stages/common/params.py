@@ -144,9 +144,6 @@ class Params(Section):
     evaluate: EvaluateParams
 
 
-# --- reading ------------------------------------------------------------------------------
-
-
 def read_yaml(path: Path) -> Any:
     """YAML 1.2, as DVC reads it (so ``1e-3`` is a float here too)."""
     try:
