@@ -49,15 +49,8 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 def model_config(train: TrainParams) -> dict:
     """The ``nn.lenet5`` keyword arguments: all a saved model needs to be rebuilt."""
-    return {
-        "activation": train.activation,
-        "leaky_slope": train.leaky_slope,
-        "pool": train.pool,
-        "channels": list(train.channels),
-        "hidden": list(train.hidden),
-        "dropout": train.dropout,
-        "num_classes": NUM_CLASSES,
-    }
+    architecture = train.model_dump(include={"activation", "leaky_slope", "pool", "channels", "hidden", "dropout"})
+    return architecture | {"num_classes": NUM_CLASSES}
 
 
 def history_csv(history: list[dict]) -> str:
