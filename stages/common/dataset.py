@@ -46,19 +46,10 @@ _WRITE_OPTIONS = dict(
 
 
 def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
-    """Mean and (population) standard deviation of ``pixels / 255``, computed exactly.
+    """Mean and (population) standard deviation of ``pixels / 255`` (uint8, any shape, not empty), exactly.
 
     A 256-bin histogram makes the result exact in float64 whatever N is, and chunks keep
     memory flat (a float64 copy of 55,000 images would be 345 MB).
-
-    Parameters
-    ----------
-    pixels : uint8, any shape
-        E.g. (N, 28, 28); not empty.
-
-    Returns
-    -------
-    mean, std : float
     """
     flat = np.asarray(pixels).reshape(-1)
     counts = np.zeros(256, dtype=np.int64)

@@ -17,20 +17,9 @@ CONFUSED_PAIRS = 5  # most frequent (actual, predicted) errors listed
 
 
 def most_confused(confusion: np.ndarray, limit: int = CONFUSED_PAIRS) -> list[tuple[int, int, int]]:
-    """The off-diagonal cells with the most images: ``(actual, predicted, count)``.
+    """At most ``limit`` off-diagonal cells of ``confusion[actual, predicted]``, as ``(actual, predicted, count)``.
 
-    Parameters
-    ----------
-    confusion : (classes, classes)
-        ``confusion[a, p]`` images of ``a`` predicted ``p``.
-    limit : int, default CONFUSED_PAIRS
-        At most this many cells.
-
-    Returns
-    -------
-    list of (actual, predicted, count)
-        Largest count first, ties in (actual, predicted) order; cells with no image are
-        left out.
+    Largest count first, ties in (actual, predicted) order; cells with no image are left out.
     """
     errors = confusion.astype(np.int64).copy()
     np.fill_diagonal(errors, 0)
