@@ -1,9 +1,7 @@
 """Stage evaluate: score the trained model once on the test set.
 
-Reads models/ and data/prepared/test.parquet; writes metrics/eval.json (test accuracy and
-loss: DVC metrics), metrics/per_class.csv (precision and recall per digit) and
-metrics/confusion.csv (10x10 counts; both drawn by DVC's plots), and the model card,
-metrics/model_card.md (with the training params and the train stage's figures).
+Writes the test accuracy and loss (DVC metrics), precision and recall per digit and the
+confusion counts (drawn by DVC's plots), and the model card (metrics/model_card.md).
 """
 
 from __future__ import annotations
@@ -50,11 +48,7 @@ def confusion_csv(confusion: np.ndarray) -> str:
 
 
 def read_training(validated: bool) -> dict:
-    """The train stage's metrics/train.json and train_run.json, for the model card.
-
-    ``validated``: whether training had a validation split, so train.json must hold
-    ``val_loss`` and ``val_accuracy`` (without one they are absent).
-    """
+    """metrics/train.json and train_run.json, for the model card; ``validated``: they hold validation figures."""
     training = {}
     scores = {"best_epoch", "epochs_run"} | ({"val_loss", "val_accuracy"} if validated else set())
     for path, keys in ((TRAIN_METRICS, scores),
@@ -75,7 +69,7 @@ def main() -> None:
     params = load_params("evaluate")
     model, architecture, expected = read_model(MODELS)
     test = read_split(TEST_SPLIT)
-    check_run(test, expected.get(RUN_KEY), MODELS / PREPROCESSING, rerun="train")  # so also the mean and std it trained with
+    check_run(test, expected.get(RUN_KEY), MODELS / PREPROCESSING, rerun="train")  # so also its mean and std
     sizes = {"train": pq.read_metadata(TRAIN_SPLIT).num_rows, "val": pq.read_metadata(VAL_SPLIT).num_rows,
              "test": len(test.labels)}
     training = read_training(sizes["val"] > 0)  # before any work: a damaged file is one line, not a traceback later

@@ -1,10 +1,8 @@
 """Stage plot: draw what augmentation does and what the trained network does inside.
 
-Reads models/, data/prepared/train.parquet and test.parquet; writes PNGs to plots/ (built
-in a staging area, then put in place together). The loss, accuracy, learning-rate,
-per-digit and confusion figures are not drawn here: DVC draws them from metrics/*.csv (the
-top-level ``plots:`` of dvc.yaml), and only those can be overlaid across revisions with
-``dvc plots diff``.
+The loss, accuracy, learning-rate, per-digit and confusion figures are not drawn here: DVC
+draws them from metrics/*.csv (the top-level ``plots:`` of dvc.yaml), and only those can be
+overlaid across revisions with ``dvc plots diff``.
 """
 
 from __future__ import annotations

@@ -138,9 +138,7 @@ def main() -> None:
 
     def on_epoch_end(state) -> None:
         progress.epoch_done(state.history[-1])
-        checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint=run_fingerprint, model=trainer.model,
-                                   optimizer=trainer.optimizer, rng=rng, state=state,
-                                   early_stopping=trainer.early_stopping)
+        checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint, trainer, rng, state)
 
     with staged_outputs("train", OUTPUTS, params) as staged:
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn.training import EarlyStopping, TrainState
+from nn.training import TrainState
 from stages.common.errors import first_line
 from stages.common.outputs import atomic_write
 
@@ -32,20 +32,19 @@ def fingerprint(params: dict, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, *, run_fingerprint: str, model, optimizer,
-                    rng: np.random.Generator, state: TrainState, early_stopping: EarlyStopping) -> None:
-    """Atomically write the whole run state to ``path``."""
+def save_checkpoint(path: Path, run_fingerprint: str, trainer, rng: np.random.Generator, state: TrainState) -> None:
+    """Atomically write the whole run state (``trainer``'s model, optimizer and early stopping too) to ``path``."""
     record = {
         "fingerprint": run_fingerprint,
         "rng": rng.bit_generator.state,
         "epochs_done": state.epochs_done,
         "history": state.history,
         "stop_reason": state.stop_reason,
-        "early_stopping": early_stopping.state_dict(),
+        "early_stopping": trainer.early_stopping.state_dict(),
     }
     arrays = {_RECORD: np.array(json.dumps(record))}
-    arrays.update({_MODEL + k: v for k, v in model.state_dict().items()})
-    arrays.update({_OPTIM + k: v for k, v in optimizer.state_dict().items()})
+    arrays.update({_MODEL + k: v for k, v in trainer.model.state_dict().items()})
+    arrays.update({_OPTIM + k: v for k, v in trainer.optimizer.state_dict().items()})
     if state.best_weights is not None:
         arrays.update({_BEST + k: v for k, v in state.best_weights.items()})
     with atomic_write(path) as handle:

@@ -92,10 +92,7 @@ def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 
 def blank_value(mean: float, std: float) -> float:
-    """What a blank (0) pixel becomes after :func:`normalize_pixels`.
-
-    The fill value for pixels that augmentation moves in from outside the image.
-    """
+    """What a blank (0) pixel becomes after :func:`normalize_pixels`: the fill for pixels augmentation moves in."""
     return (0.0 - mean) / std
 
 
@@ -142,10 +139,7 @@ def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
 
 def read_model(directory: Path = MODELS):
-    """``(model, config, preprocessing)`` from ``directory``; LenetError if any file is damaged.
-
-    ``config`` and ``preprocessing`` are the JSON objects as written.
-    """
+    """``(model, config, preprocessing)`` from ``directory`` (the JSON as written); LenetError if any is damaged."""
     weights, config = directory / WEIGHTS, directory / CONFIG
     for path in (weights, config, directory / PREPROCESSING):
         if not path.is_file():  # an empty one is refused below, as not an .npz or not JSON
