@@ -97,7 +97,8 @@ def stratified_split(labels: np.ndarray, val_size: int, rng: np.random.Generator
     return np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
 
-def _limited(data: LabelledImages, limit: int | None) -> LabelledImages:
+def _read(raw_dir: Path, files: tuple[str, str], limit: int | None) -> LabelledImages:
+    data = read_labelled_images(*(raw_dir / name for name in files))
     return LabelledImages(images=data.images[:limit], labels=data.labels[:limit], sha256=data.sha256)
 
 
@@ -127,10 +128,7 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
     LenetError
         If ``val_size`` is not less than the training images, or their pixels are all equal.
     """
-    train_files = [raw_dir / name for name in TRAIN_FILES]
-    test_files = [raw_dir / name for name in TEST_FILES]
-    training = _limited(read_labelled_images(*train_files), limit)
-    test = _limited(read_labelled_images(*test_files), limit)
+    training, test = _read(raw_dir, TRAIN_FILES, limit), _read(raw_dir, TEST_FILES, limit)
     if val_size >= len(training.labels):
         raise LenetError(
             f"{PARAMS}: normalize.val_size must be less than the {len(training.labels)} training "
@@ -139,7 +137,7 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
     train_index, val_index = stratified_split(training.labels, val_size, np.random.default_rng(seed))
     mean, std = UNIT256_MEAN_STD if scale == "unit256" else pixel_mean_std(training.images[train_index])
     if std == 0:
-        raise LenetError(f"{train_files[0]}: the training split's pixels are all equal, cannot standardize")
+        raise LenetError(f"{raw_dir / TRAIN_FILES[0]}: the training split's pixels are all equal, cannot standardize")
 
     sizes = {"train": len(train_index), "val": len(val_index), "test": len(test.labels)}
     provenance = {"source_index": SOURCE_INDEX_MEANING, "split_rule": SPLIT_RULE,

@@ -52,7 +52,7 @@ def _error_line(error: Exception) -> str:
 
 
 def run(app: typer.Typer, *, report_time: bool = True) -> None:
-    """Invoke ``app`` and end the process as the table of this module says; never returns.
+    """Invoke ``app`` and end the process as this module's docstring says; never returns.
 
     Parameters
     ----------
