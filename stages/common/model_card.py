@@ -1,10 +1,7 @@
-"""The model card: one Markdown page on the trained model, written by the evaluate stage.
+"""The model card, metrics/model_card.md: what the model is, how well it does, what it is not for.
 
-What the model is, how well it does, and what it was not made for, written to
-metrics/model_card.md.
-
-Pure text from the numbers it is given: no clock, no paths of this machine, so the same
-model and data give the same bytes.
+Written by the evaluate stage. Pure text from the numbers it is given: no clock, no paths of
+this machine, so the same model and data give the same bytes.
 """
 
 from __future__ import annotations

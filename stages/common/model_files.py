@@ -1,9 +1,8 @@
 """The trained model on disk (``model.npz``, ``model.json``, ``preprocessing.json``) and its input transform.
 
-:func:`write_model` writes the three files into a directory (the train stage's staging
-area, which it swaps in whole); :func:`read_model` loads them and turns any damage (a
-missing, empty, truncated or foreign file, a value out of bounds, a weight that is NaN)
-into one :class:`LenetError` line naming the file. Every number is checked before anything
+:func:`write_model` writes the three files into a directory; :func:`read_model` loads them
+and turns any damage (a missing, empty, truncated or foreign file, a value out of bounds, a
+weight that is NaN) into one :class:`LenetError` line naming the file. Every number is checked before anything
 is allocated: ``model.json`` by the rules params.yaml's ``train`` section obeys
 (:class:`ModelConfig`), ``preprocessing.json`` by :class:`Preprocessing`, and the sizes
 ``model.json`` gives against the array shapes in ``model.npz``'s headers.
@@ -158,10 +157,8 @@ def read_model(directory: Path = MODELS):
         with open(weights, "rb") as weights_file:
             model, _ = nn.load_model(weights_file, io.StringIO(json.dumps(architecture)))
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as error:
-        reason = first_line(error)
-        if "pickle" in reason:  # numpy's advice to allow pickles is never right for a model
-            reason = "holds an object array, which no saved model does"
-        raise _damaged(weights, f"corrupt or does not fit {config.name} ({reason})") from None
+        # An object array (numpy's advice: allow pickles) never gets here: _stored_shapes refuses it.
+        raise _damaged(weights, f"corrupt or does not fit {config.name} ({first_line(error)})") from None
     broken = [name for name, value in model.named_parameters() if not np.isfinite(value).all()]
     if broken:
         raise _damaged(weights, f"NaN or infinite values in {', '.join(broken)}")
