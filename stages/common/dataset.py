@@ -1,13 +1,10 @@
 """A prepared MNIST split on disk: the one place that knows its storage format.
 
-One deterministic Parquet file per split: columns ``label`` (uint8), ``source_index`` (int32,
-the image's 0-based index in its IDX file) and ``pixels`` (``fixed_size_binary(784)``, the raw
-28x28 uint8 image), zstd level 1; benchmarks/README.md says why this layout (smallest and
-fastest to load of those measured by ``benchmarks/bench_parquet.py``). The schema metadata key
-``mnist_split`` holds JSON: the training split's ``mean`` and ``std``, the ``normalize_run``
-its three splits share, and ``content_sha256`` over every value a reader gets, which
-:func:`read_split` recomputes, since Parquet checks no checksum: a file loads exactly as
-written or is refused.
+One deterministic Parquet file per split (:data:`SCHEMA`, the raw uint8 pixels, zstd level 1;
+benchmarks/README.md says why this layout). The schema metadata key ``mnist_split`` holds
+JSON: the training split's ``mean`` and ``std``, the ``normalize_run`` its three splits share,
+and ``content_sha256`` over every value a reader gets, which :func:`read_split` recomputes,
+since Parquet checks no checksum: a file loads exactly as written or is refused.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ FORMAT_VERSION = 2  # 2: normalize_run and content_sha256
 RUN_KEY, CHECKSUM_KEY = "normalize_run", "content_sha256"
 SCHEMA = pa.schema([
     ("label", pa.uint8()),
-    ("source_index", pa.int32()),
+    ("source_index", pa.int32()),  # the image's 0-based index in its IDX file
     ("pixels", pa.binary(PIXELS_PER_IMAGE)),
 ])
 _WRITE_OPTIONS = dict(

@@ -123,15 +123,13 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
         "",
         "| digit | images | errors | recall | precision |",
         "| --- | --- | --- | --- | --- |",
-    ]
-    for digit in range(len(confusion)):
-        lines.append(f"| {digit} | {int(per_class[digit])} | {int(per_class[digit] - confusion[digit, digit])} | "
-                     f"{_percent(recall[digit])} | {_percent(precision[digit])} |")
-    lines += ["", "## Most confused pairs (test)", ""]
-    pairs = most_confused(confusion)
-    lines += ([f"- a {a} read as {p}: {n} image{'s' if n != 1 else ''}" for a, p, n in pairs]
-              or ["- none: every test image was classified correctly"])
-    lines += [
+        *(f"| {d} | {int(per_class[d])} | {int(per_class[d] - confusion[d, d])} | "
+          f"{_percent(recall[d])} | {_percent(precision[d])} |" for d in range(len(confusion))),
+        "",
+        "## Most confused pairs (test)",
+        "",
+        *([f"- a {a} read as {p}: {n} image{'s' if n != 1 else ''}" for a, p, n in most_confused(confusion)]
+          or ["- none: every test image was classified correctly"]),
         "",
         "## Not trained for",
         "",

@@ -204,7 +204,7 @@ def _one_line(error: ValidationError, source: Path = PARAMS) -> str:
 
 
 def load_params(stage: str, root: Path = Path(".")) -> Section:
-    """Validate and return the params ``stage`` reads: the keys ``dvc.yaml`` declares for it.
+    """Validate and return, frozen, the params ``stage`` reads: only the keys ``dvc.yaml`` declares for it.
 
     Parameters
     ----------
@@ -212,11 +212,6 @@ def load_params(stage: str, root: Path = Path(".")) -> Section:
         The stage's name in ``dvc.yaml``.
     root : Path, default "."
         The directory holding ``dvc.yaml`` and ``params.yaml``.
-
-    Returns
-    -------
-    Section
-        Frozen; one attribute per declared section (``params.train.lr``), nothing else.
 
     Raises
     ------
