@@ -85,10 +85,9 @@ def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float):
 def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
     """Model, history and metrics into the staging area (put in place together later).
 
-    ``train.json`` holds the numbers ``dvc exp show`` compares (the kept epoch's scores, and
-    the epochs run; ``best_epoch`` is the kept epoch: the best by validation, else the last);
-    text and constants (why it stopped, the parameter count) go to ``train_run.json`` beside
-    it, for the model card.
+    ``train.json`` holds the numbers ``dvc exp show`` compares: the kept epoch's (``best_epoch``,
+    the best by validation, else the last) scores and the epochs run; text and constants (why it
+    stopped, the parameter count) go to ``train_run.json`` beside it, for the model card.
     """
     kept = state.history[state.kept_epoch - 1]
     write_model(staged.path(MODELS), trainer.model, config, preprocessing)

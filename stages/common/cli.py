@@ -69,8 +69,8 @@ def run(app: typer.Typer, *, report_time: bool = True) -> None:
         # Typer returns an exit code instead of raising when it stopped early: --help (0),
         # Ctrl-C caught by Typer itself (130), an explicit typer.Exit. None means the command ran.
         result = app(standalone_mode=False)
-    except (Interrupted, KeyboardInterrupt) as interruption:  # KeyboardInterrupt: before our handler
-        result = 128 + getattr(interruption, "signum", signal.SIGINT)
+    except Interrupted as interruption:
+        result = 128 + interruption.signum
     except typer.TyperException as error:  # usage errors (bad options) format themselves
         error.show()
         raise SystemExit(error.exit_code) from None

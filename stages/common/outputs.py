@@ -62,23 +62,18 @@ class Staging:
         return staged
 
 
-def _check_writable(outputs: Sequence[Path]) -> None:
-    """Refuse before renaming anything if some output cannot be replaced (a read-only folder)."""
-    for output in outputs:
-        parent = output.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        for place in [parent] + ([output] if output.is_dir() and not output.is_symlink() else []):
-            if not os.access(place, os.W_OK | os.X_OK):
-                raise OSError(13, f"not writable, so {output} cannot be replaced", str(place))
-
-
 def put_in_place(area: Path, outputs: Sequence[Path]) -> None:
     """Rename every built output over the old one; each is wholly old or wholly new after.
 
-    A file is replaced in one rename. A folder cannot be, so the old one is moved into
-    ``area`` first (and removed with it), and moved back if the new one cannot follow.
+    Nothing is renamed if some output cannot be replaced (a read-only folder). A file is
+    replaced in one rename. A folder cannot be, so the old one is moved into ``area`` first
+    (and removed with it), and moved back if the new one cannot follow.
     """
-    _check_writable(outputs)
+    for output in outputs:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        for place in [output.parent] + ([output] if output.is_dir() and not output.is_symlink() else []):
+            if not os.access(place, os.W_OK | os.X_OK):
+                raise OSError(13, f"not writable, so {output} cannot be replaced", str(place))
     for index, output in enumerate(outputs):
         new, old = area / "new" / output, area / f"old-{index}"
         if output.is_dir() and not output.is_symlink():
