@@ -76,10 +76,8 @@ def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float):
     # With every effect at 0, nn.augment returns its input and draws no random numbers.
     augment = functools.partial(nn.augment, fill=fill, **train.augment.model_dump())
     early_stopping = EarlyStopping(**train.early_stopping.model_dump())
-    return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng,
-                   batch_size=train.batch_size, early_stopping=early_stopping,
-                   augment=augment,
-                   loss_fn=nn.SoftmaxCrossEntropy(train.loss_reduction))
+    return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng, batch_size=train.batch_size,
+                   early_stopping=early_stopping, augment=augment, loss_fn=nn.SoftmaxCrossEntropy(train.loss_reduction))
 
 
 def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: dict) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +73,15 @@ class Split:
         Each image's 0-based index in its source IDX file.
     metadata : dict
         The file's recorded facts: mean, std, shape, stored_dtype, split, sizes, ...
-    path : Path or None
+    path : Path
         The file it was read from (for messages).
     """
 
     images: np.ndarray
     labels: np.ndarray
     source_index: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
+    metadata: dict[str, Any]
+    path: Path
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -208,13 +208,8 @@ def read_split(path: str | Path) -> Split:
     if data_sha256(pixels, stored_labels, stored_index, metadata) != metadata[CHECKSUM_KEY]:
         raise LenetError(f"{path}: content does not match its {CHECKSUM_KEY} (the file is corrupt; "
                          "rerun the normalize stage)")
-    return Split(
-        images=normalize_pixels(pixels.reshape(-1, *IMAGE_SHAPE[1:]), metadata["mean"], metadata["std"]),
-        labels=stored_labels.astype(np.int64),
-        source_index=stored_index.astype(np.int64),
-        metadata=metadata,
-        path=path,
-    )
+    images = normalize_pixels(pixels.reshape(-1, *IMAGE_SHAPE[1:]), metadata["mean"], metadata["std"])
+    return Split(images, stored_labels.astype(np.int64), stored_index.astype(np.int64), metadata, path)
 
 
 def check_run(split: Split, run_id: Any, recorded_in: str | Path, rerun: str) -> None:
