@@ -48,7 +48,7 @@ def confusion_csv(confusion: np.ndarray) -> str:
 
 
 def read_training(validated: bool) -> dict:
-    """metrics/train.json and train_run.json, for the model card; ``validated``: they hold validation figures."""
+    """metrics/train.json and train_run.json, for the model card; ``validated``: train.json must hold val_* too."""
     training = {}
     scores = {"best_epoch", "epochs_run"} | ({"val_loss", "val_accuracy"} if validated else set())
     for path, keys in ((TRAIN_METRICS, scores),
@@ -69,7 +69,7 @@ def main() -> None:
     params = load_params("evaluate")
     model, architecture, expected = read_model(MODELS)
     test = read_split(TEST_SPLIT)
-    check_run(test, expected.get(RUN_KEY), MODELS / PREPROCESSING, rerun="train")  # so also its mean and std
+    check_run(test, expected.get(RUN_KEY), MODELS / PREPROCESSING, rerun="train")  # same run: same mean and std
     sizes = {"train": pq.read_metadata(TRAIN_SPLIT).num_rows, "val": pq.read_metadata(VAL_SPLIT).num_rows,
              "test": len(test.labels)}
     training = read_training(sizes["val"] > 0)  # before any work: a damaged file is one line, not a traceback later
