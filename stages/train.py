@@ -1,13 +1,10 @@
 """Stage train: fit LeNet-5 on the training split, choosing the epoch on validation.
 
-Reads data/prepared/{train,val}.parquet and the ``train`` params; writes
-models/model.npz + models/model.json (weights and architecture), models/preprocessing.json
-(the mean and std inputs must be normalized with), metrics/train.json (the kept epoch's
-scores), metrics/train_run.json (how the run went) and metrics/history.csv. With an empty
-validation split (``normalize.val_size: 0``, the original tutorial's setup) every
-validation figure is absent, not faked, and the last epoch is kept.
-A checkpoint after every epoch (checkpoints/train.npz, outside DVC's outputs) lets an
-interrupted run resume exactly where it stopped.
+Writes the model (models/: weights, architecture, the input normalization) and the kept
+epoch's scores, how the run went and its history (metrics/), as dvc.yaml declares. With an
+empty validation split (``normalize.val_size: 0``, the tutorial's setup) every validation
+figure is absent, not faked, and the last epoch is kept. A checkpoint after every epoch
+(checkpoints/train.npz, outside DVC's outputs) lets an interrupted run resume exactly.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from nn.parallel import retain_freed_memory
 from nn.training import VALIDATION_MONITORS, EarlyStopping, Trainer, TrainingDiverged
 from stages.common import checkpoint
 from stages.common.cli import run
-from stages.common.dataset import RUN_KEY, check_same_run, read_split
+from stages.common.dataset import RUN_KEY, check_run, read_split
 from stages.common.errors import LenetError
 from stages.common.model_files import blank_value, write_model
 from stages.common.outputs import staged_outputs, write_json
@@ -52,15 +49,8 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 def model_config(train: TrainParams) -> dict:
     """The ``nn.lenet5`` keyword arguments: all a saved model needs to be rebuilt."""
-    return {
-        "activation": train.activation,
-        "leaky_slope": train.leaky_slope,
-        "pool": train.pool,
-        "channels": list(train.channels),
-        "hidden": list(train.hidden),
-        "dropout": train.dropout,
-        "num_classes": NUM_CLASSES,
-    }
+    architecture = train.model_dump(include={"activation", "leaky_slope", "pool", "channels", "hidden", "dropout"})
+    return architecture | {"num_classes": NUM_CLASSES}
 
 
 def history_csv(history: list[dict]) -> str:
@@ -86,19 +76,16 @@ def build_trainer(train: TrainParams, rng: np.random.Generator, fill: float):
     # With every effect at 0, nn.augment returns its input and draws no random numbers.
     augment = functools.partial(nn.augment, fill=fill, **train.augment.model_dump())
     early_stopping = EarlyStopping(**train.early_stopping.model_dump())
-    return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng,
-                   batch_size=train.batch_size, early_stopping=early_stopping,
-                   augment=augment,
-                   loss_fn=nn.SoftmaxCrossEntropy(train.loss_reduction))
+    return Trainer(model=model, optimizer=optimizer, lr_at=lr_at, rng=rng, batch_size=train.batch_size,
+                   early_stopping=early_stopping, augment=augment, loss_fn=nn.SoftmaxCrossEntropy(train.loss_reduction))
 
 
 def write_outputs(staged, trainer: Trainer, state, config: dict, preprocessing: dict) -> None:
     """Model, history and metrics into the staging area (put in place together later).
 
-    ``train.json`` holds the numbers ``dvc exp show`` compares (the kept epoch's scores, and
-    the epochs run; ``best_epoch`` is the kept epoch: the best by validation, else the last);
-    text and constants (why it stopped, the parameter count) go to ``train_run.json`` beside
-    it, for the model card.
+    ``train.json`` holds the numbers ``dvc exp show`` compares: the kept epoch's (``best_epoch``,
+    the best by validation, else the last) scores and the epochs run; text and constants (why it
+    stopped, the parameter count) go to ``train_run.json`` beside it, for the model card.
     """
     kept = state.history[state.kept_epoch - 1]
     write_model(staged.path(MODELS), trainer.model, config, preprocessing)
@@ -131,13 +118,12 @@ def main() -> None:
     train = params.train
     retain_freed_memory()  # steps free and reallocate megabytes: keep them, don't refault them
     train_split, val_split = read_split(TRAIN_SPLIT), read_split(VAL_SPLIT)
-    check_same_run(train_split, val_split)
+    check_run(val_split, train_split.metadata[RUN_KEY], TRAIN_SPLIT, rerun="normalize")
     if not len(val_split) and train.early_stopping.monitor in VALIDATION_MONITORS:
         raise LenetError(f"{PARAMS}: train.early_stopping.monitor is {train.early_stopping.monitor}, but {VAL_SPLIT} "
                          "is empty (normalize.val_size: 0); monitor train_loss or train_accuracy")
     validation = (val_split.images, val_split.labels) if len(val_split) else None
     mean, std = train_split.metadata["mean"], train_split.metadata["std"]
-    progress = EpochProgress(train.epochs)
 
     def fresh():
         rng = np.random.default_rng(train.seed)
@@ -145,18 +131,16 @@ def main() -> None:
 
     run_fingerprint = checkpoint.fingerprint(dotted(train, "train"), [TRAIN_SPLIT, VAL_SPLIT, *NN_SOURCES])
     rng, trainer, state = checkpoint.resume(CHECKPOINT, run_fingerprint, fresh)
+    progress = EpochProgress(train.epochs)
 
     def on_epoch_end(state) -> None:
         progress.epoch_done(state.history[-1])
-        checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint=run_fingerprint, model=trainer.model,
-                                   optimizer=trainer.optimizer, rng=rng, state=state,
-                                   early_stopping=trainer.early_stopping)
+        checkpoint.save_checkpoint(CHECKPOINT, run_fingerprint, trainer, rng, state)
 
     with staged_outputs("train", OUTPUTS, params) as staged:
         try:
-            with progress:
-                state = trainer.fit((train_split.images, train_split.labels), validation,
-                                    epochs=train.epochs, state=state, on_epoch_end=on_epoch_end)
+            state = trainer.fit((train_split.images, train_split.labels), validation,
+                                epochs=train.epochs, state=state, on_epoch_end=on_epoch_end)
             memory = peak_memory_line(getattr(trainer.model, "worker_pids", []))  # while the workers live
             kept = state.history[state.kept_epoch - 1]
             check_learned(kept)

@@ -82,7 +82,7 @@ def test_round_trip_keeps_pixels_labels_indices_and_metadata(tmp_path, sample):
     np.testing.assert_array_equal(split.source_index, source_index)
     facts = {**INFO, "mean": 0.13, "std": 0.31, "num_images": 50, "shape": [1, 28, 28],
              "stored_dtype": "uint8", "format_version": 2, "normalize_run": RUN}
-    assert split.metadata == {**facts, "content_sha256": dataset.content_sha256(facts, *sample)}
+    assert split.metadata == {**facts, "content_sha256": dataset.data_sha256(*sample, facts)}
     assert split.path == path
 
 
@@ -178,13 +178,13 @@ GOOD = {"mean": 0.1, "std": 0.3, "shape": [1, 28, 28], "stored_dtype": "uint8", 
 ])
 def test_a_file_with_missing_or_wrong_metadata_is_refused(tmp_path, sample, metadata, fragment):
     if metadata and "CHECKSUM" in metadata:  # the checksum of the metadata as written, before the change
-        metadata = metadata.replace("CHECKSUM", dataset.content_sha256(GOOD, *sample))
+        metadata = metadata.replace("CHECKSUM", dataset.data_sha256(*sample, GOOD))
     pq.write_table(table_with_metadata(sample, metadata), tmp_path / "s.parquet")
     refused(tmp_path / "s.parquet", fragment)
 
 
 def test_the_hand_built_table_is_accepted_with_good_metadata(tmp_path, sample):
     # Guards the test above: its tables fail only because of the metadata under test.
-    good = {**GOOD, "content_sha256": dataset.content_sha256(GOOD, *sample)}
+    good = {**GOOD, "content_sha256": dataset.data_sha256(*sample, GOOD)}
     pq.write_table(table_with_metadata(sample, json.dumps(good)), tmp_path / "s.parquet")
     assert len(read_split(tmp_path / "s.parquet")) == 50

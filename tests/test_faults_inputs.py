@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import nn
-from stages.common.dataset import check_same_run, read_split, write_split
+from stages.common.dataset import check_run, read_split, write_split
 from stages.common.model_files import write_model
 from stages.common.errors import LenetError
 from stages.mnist import sources as mnist_sources
@@ -280,12 +280,12 @@ def test_no_single_bit_flip_in_a_split_loads_silently(tmp_path):
 
 def test_splits_of_different_normalize_runs_are_refused_naming_both_files(tmp_path):
     train = read_split(_small_split(tmp_path / "train.parquet", RUN_A))
-    check_same_run(train, read_split(_small_split(tmp_path / "val.parquet", RUN_A, seed=1)))
+    check_run(read_split(_small_split(tmp_path / "val.parquet", RUN_A, seed=1)), RUN_A, train.path, "normalize")
     val = read_split(_small_split(tmp_path / "val.parquet", RUN_B, seed=1))
     with pytest.raises(LenetError) as caught:
-        check_same_run(train, val)
-    assert str(caught.value) == (f"{tmp_path / 'val.parquet'} and {tmp_path / 'train.parquet'} come from different "
-                                 "normalize runs (bbbbbbbbbbbb... and aaaaaaaaaaaa...); rerun the normalize stage")
+        check_run(val, train.metadata["normalize_run"], train.path, "normalize")
+    assert str(caught.value) == (f"{tmp_path / 'val.parquet'} comes from normalize run bbbbbbbbbbbb..., but "
+                                 f"{tmp_path / 'train.parquet'} records run aaaaaaaaaaaa...; rerun the normalize stage")
 
 
 def _stage(root: Path, module: str) -> subprocess.CompletedProcess:
@@ -302,8 +302,8 @@ def test_train_refuses_train_and_val_from_different_runs(tmp_path):
     done = _stage(tmp_path, "stages.train")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        "error: data/prepared/val.parquet and data/prepared/train.parquet come from different normalize runs "
-        "(bbbbbbbbbbbb... and aaaaaaaaaaaa...); rerun the normalize stage")
+        "error: data/prepared/val.parquet comes from normalize run bbbbbbbbbbbb..., but data/prepared/train.parquet "
+        "records run aaaaaaaaaaaa...; rerun the normalize stage")
     assert not (tmp_path / "models").exists()
 
 

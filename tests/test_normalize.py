@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 
-from stages.common.dataset import check_same_run, data_sha256, read_split
+from stages.common.dataset import check_run, data_sha256, read_split
 from stages.common.errors import LenetError
 from stages.common.cli import run
 from stages.normalize import TEST_FILES, TRAIN_FILES, app, class_quotas, prepare, run_id, stratified_split
@@ -156,8 +156,9 @@ def test_the_three_splits_share_one_run_id_made_of_inputs_params_and_values(tmp_
     write_raw(tmp_path / "raw")
     summary = prepare(tmp_path / "raw", tmp_path / "a", val_size=40, seed=3, limit=None)
     splits = {name: read_split(tmp_path / "a" / f"{name}.parquet") for name in ("train", "val", "test")}
-    check_same_run(*splits.values())
     train = splits["train"]
+    for split in splits.values():
+        check_run(split, train.metadata["normalize_run"], train.path, rerun="normalize")
     stored = {name: data_sha256(np.rint((s.images[:, 0] * s.metadata["std"] + s.metadata["mean"]) * 255)
                                 .astype(np.uint8), s.labels, s.source_index) for name, s in splits.items()}
     assert summary["run_id"] == train.metadata["normalize_run"] == run_id(
@@ -181,7 +182,7 @@ def test_val_size_0_trains_on_every_image_and_writes_an_empty_val_split(tmp_path
     assert summary["sizes"] == {"train": 300, "val": 0, "test": 80}
     np.testing.assert_array_equal(train.source_index, np.arange(300))
     assert len(val) == 0 and val.images.shape == (0, 1, 28, 28)
-    check_same_run(train, val)
+    check_run(val, train.metadata["normalize_run"], train.path, rerun="normalize")
 
 
 def test_unit256_records_mean_0_and_std_256_over_255_so_inputs_are_pixels_over_256(tmp_path):

@@ -8,9 +8,9 @@ from stages.common.progress import EPOCH_LINE, EpochProgress, peak_memory_line
 
 def test_each_epoch_prints_one_line_that_exp_queue_reads(capsys):
     row = {"epoch": 2, "train_loss": 0.25, "train_accuracy": 0.9, "val_loss": 0.5, "val_accuracy": 0.8, "lr": 0.01}
-    with EpochProgress(epochs=3) as progress:
-        progress.epoch_done(row)
-        progress.epoch_done({key: value for key, value in row.items() if not key.startswith("val_")} | {"epoch": 3})
+    progress = EpochProgress(epochs=3)
+    progress.epoch_done(row)
+    progress.epoch_done({key: value for key, value in row.items() if not key.startswith("val_")} | {"epoch": 3})
     out, err = capsys.readouterr()
     lines = err.splitlines()
     assert out == "" and len(lines) == 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn.training import EarlyStopping, TrainState
+from nn.training import TrainState
 from stages.common.errors import first_line
 from stages.common.outputs import atomic_write
 
@@ -32,44 +32,23 @@ def fingerprint(params: dict, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, *, run_fingerprint: str, model, optimizer,
-                    rng: np.random.Generator, state: TrainState, early_stopping: EarlyStopping) -> None:
-    """Atomically write the whole run state to ``path``."""
+def save_checkpoint(path: Path, run_fingerprint: str, trainer, rng: np.random.Generator, state: TrainState) -> None:
+    """Atomically write the whole run state (``trainer``'s model, optimizer and early stopping too) to ``path``."""
     record = {
         "fingerprint": run_fingerprint,
         "rng": rng.bit_generator.state,
         "epochs_done": state.epochs_done,
         "history": state.history,
         "stop_reason": state.stop_reason,
-        "early_stopping": early_stopping.state_dict(),
+        "early_stopping": trainer.early_stopping.state_dict(),
     }
     arrays = {_RECORD: np.array(json.dumps(record))}
-    arrays.update({_MODEL + k: v for k, v in model.state_dict().items()})
-    arrays.update({_OPTIM + k: v for k, v in optimizer.state_dict().items()})
+    arrays.update({_MODEL + k: v for k, v in trainer.model.state_dict().items()})
+    arrays.update({_OPTIM + k: v for k, v in trainer.optimizer.state_dict().items()})
     if state.best_weights is not None:
         arrays.update({_BEST + k: v for k, v in state.best_weights.items()})
     with atomic_write(path) as handle:
         np.savez(handle, **arrays)
-
-
-def load_checkpoint(path: Path, run_fingerprint: str, *, model, optimizer, rng: np.random.Generator,
-                    early_stopping: EarlyStopping) -> TrainState | None:
-    """Restore model, optimizer, RNG and early stopping in place; return the TrainState.
-
-    None, with nothing restored, if the checkpoint belongs to another run (``run_fingerprint``).
-    """
-    with np.load(path, allow_pickle=False) as archive:
-        record = json.loads(str(archive[_RECORD]))
-        if record["fingerprint"] != run_fingerprint:
-            return None
-        groups = {prefix: {key.removeprefix(prefix): archive[key] for key in archive.files if key.startswith(prefix)}
-                  for prefix in (_MODEL, _OPTIM, _BEST)}
-    model.load_state_dict(groups[_MODEL])
-    optimizer.load_state_dict(groups[_OPTIM])
-    rng.bit_generator.state = record["rng"]
-    early_stopping.load_state_dict(record["early_stopping"])
-    return TrainState(epochs_done=record["epochs_done"], history=record["history"],
-                      best_weights=groups[_BEST] or None, stop_reason=record["stop_reason"])
 
 
 def resume(path: Path, run_fingerprint: str, fresh: Callable[[], tuple]) -> tuple:
@@ -93,15 +72,23 @@ def resume(path: Path, run_fingerprint: str, fresh: Callable[[], tuple]) -> tupl
     if not path.exists():
         return rng, trainer, None
     try:
-        state = load_checkpoint(path, run_fingerprint, model=trainer.model, optimizer=trainer.optimizer, rng=rng,
-                                early_stopping=trainer.early_stopping)
+        with np.load(path, allow_pickle=False) as archive:
+            record = json.loads(str(archive[_RECORD]))
+            if record["fingerprint"] != run_fingerprint:
+                print(f"ignoring {path}: it belongs to other params, data or code; starting over", file=sys.stderr)
+                return rng, trainer, None
+            groups = {prefix: {key.removeprefix(prefix): archive[key] for key in archive.files
+                               if key.startswith(prefix)} for prefix in (_MODEL, _OPTIM, _BEST)}
+        trainer.model.load_state_dict(groups[_MODEL])
+        trainer.optimizer.load_state_dict(groups[_OPTIM])
+        rng.bit_generator.state = record["rng"]
+        trainer.early_stopping.load_state_dict(record["early_stopping"])
+        state = TrainState(epochs_done=record["epochs_done"], history=record["history"],
+                           best_weights=groups[_BEST] or None, stop_reason=record["stop_reason"])
     except Exception as error:  # noqa: BLE001 - any damage: one line, and start over
         print(f"ignoring {path}: corrupt ({first_line(error)}); starting over", file=sys.stderr)
         trainer.model.close()  # the failed load may have filled some of its state
         rng, trainer = fresh()
-        return rng, trainer, None
-    if state is None:
-        print(f"ignoring {path}: it belongs to other params, data or code; starting over", file=sys.stderr)
         return rng, trainer, None
     print(f"resuming from {path} after epoch {state.epochs_done}", file=sys.stderr)
     return rng, trainer, state

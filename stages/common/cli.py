@@ -1,19 +1,10 @@
 """The one error boundary of every stage (and of the ``lenet`` command): how a run ends.
 
-=========================  ================================================  ==========
-what happened              what the user sees (stderr)                       exit code
-=========================  ================================================  ==========
-success                    ``<stage>: done in 1.2 s`` (stages only)          0
-Ctrl-C / SIGTERM / SIGHUP  ``<stage>: interrupted (SIGINT)``                 128 + signal
-bad input (LenetError)     ``error: <file or param>: <what was expected>``   1
-OSError                    ``error: <path>: <reason>``                       1
-usage error                Typer's usage message                             2
-``--help``                 the help                                          0
-anything else              ``error: unexpected <Type>: <message>`` + hint    1
-=========================  ================================================  ==========
-
-"done" is printed only when the command returned normally. Set ``LENET_DEBUG=1`` to get
-the full traceback of an unexpected error (or of any error) instead of one line.
+Exit 0 (and ``<stage>: done in 1.2 s``) only when the command returned normally; Ctrl-C,
+SIGTERM, SIGHUP: ``<stage>: interrupted (SIGINT)``, 128 + the signal; an expected failure
+(LenetError, OSError): one line ``error: ...``, exit 1; Typer's usage errors, exit 2. What a
+user sees for each fault: docs/faults.md. ``LENET_DEBUG=1`` prints the full traceback of an
+unexpected error (or of any error) instead of one line.
 """
 
 from __future__ import annotations
@@ -50,12 +41,6 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-def install_signal_handlers() -> None:
-    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Interrupted`, so ``finally`` blocks run."""
-    for signum in HANDLED_SIGNALS:
-        signal.signal(signum, _raise_interrupted)
-
-
 def _error_line(error: Exception) -> str:
     """Ours as it is; an OSError as ``<path>: <reason>`` (both paths for a rename); anything else with a hint."""
     if isinstance(error, LenetError):
@@ -67,7 +52,7 @@ def _error_line(error: Exception) -> str:
 
 
 def run(app: typer.Typer, *, report_time: bool = True) -> None:
-    """Invoke ``app`` and end the process as the table of this module says; never returns.
+    """Invoke ``app`` and end the process as this module's docstring says; never returns.
 
     Parameters
     ----------
@@ -78,16 +63,14 @@ def run(app: typer.Typer, *, report_time: bool = True) -> None:
     """
     name = Path(sys.argv[0]).stem  # python -m stages.train: .../stages/train.py -> train
     started = time.perf_counter()
-    install_signal_handlers()
+    for signum in HANDLED_SIGNALS:  # so that ``finally`` blocks run
+        signal.signal(signum, _raise_interrupted)
     try:
         # Typer returns an exit code instead of raising when it stopped early: --help (0),
         # Ctrl-C caught by Typer itself (130), an explicit typer.Exit. None means the command ran.
         result = app(standalone_mode=False)
-    except (Interrupted, KeyboardInterrupt) as interruption:  # KeyboardInterrupt: before our handler
-        result = 128 + getattr(interruption, "signum", signal.SIGINT)
-    except typer.Abort:  # Typer's EOFError on a prompt
-        print(f"{name}: aborted", file=sys.stderr)
-        raise SystemExit(1) from None
+    except Interrupted as interruption:
+        result = 128 + interruption.signum
     except typer.TyperException as error:  # usage errors (bad options) format themselves
         error.show()
         raise SystemExit(error.exit_code) from None

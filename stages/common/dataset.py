@@ -1,13 +1,10 @@
 """A prepared MNIST split on disk: the one place that knows its storage format.
 
-One deterministic Parquet file per split: columns ``label`` (uint8), ``source_index`` (int32,
-the image's 0-based index in its IDX file) and ``pixels`` (``fixed_size_binary(784)``, the raw
-28x28 uint8 image), zstd level 1; benchmarks/README.md says why this layout (smallest and
-fastest to load of those measured by ``benchmarks/bench_parquet.py``). The schema metadata key
-``mnist_split`` holds JSON: the training split's ``mean`` and ``std``, the ``normalize_run``
-its three splits share, and ``content_sha256`` over every value a reader gets, which
-:func:`read_split` recomputes, since Parquet checks no checksum: a file loads exactly as
-written or is refused.
+One deterministic Parquet file per split (:data:`SCHEMA`, the raw uint8 pixels, zstd level 1;
+benchmarks/README.md says why this layout). The schema metadata key ``mnist_split`` holds
+JSON: the training split's ``mean`` and ``std``, the ``normalize_run`` its three splits share,
+and ``content_sha256`` over every value a reader gets, which :func:`read_split` recomputes,
+since Parquet checks no checksum: a file loads exactly as written or is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +30,7 @@ FORMAT_VERSION = 2  # 2: normalize_run and content_sha256
 RUN_KEY, CHECKSUM_KEY = "normalize_run", "content_sha256"
 SCHEMA = pa.schema([
     ("label", pa.uint8()),
-    ("source_index", pa.int32()),
+    ("source_index", pa.int32()),  # the image's 0-based index in its IDX file
     ("pixels", pa.binary(PIXELS_PER_IMAGE)),
 ])
 _WRITE_OPTIONS = dict(
@@ -45,23 +42,11 @@ _WRITE_OPTIONS = dict(
 )
 
 
-# --- the training split's statistics -----------------------------------------------------
-
-
 def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
-    """Mean and (population) standard deviation of ``pixels / 255``, computed exactly.
+    """Mean and (population) standard deviation of ``pixels / 255`` (uint8, any shape, not empty), exactly.
 
     A 256-bin histogram makes the result exact in float64 whatever N is, and chunks keep
     memory flat (a float64 copy of 55,000 images would be 345 MB).
-
-    Parameters
-    ----------
-    pixels : uint8, any shape
-        E.g. (N, 28, 28); not empty.
-
-    Returns
-    -------
-    mean, std : float
     """
     flat = np.asarray(pixels).reshape(-1)
     counts = np.zeros(256, dtype=np.int64)
@@ -72,9 +57,6 @@ def pixel_mean_std(pixels: np.ndarray) -> tuple[float, float]:
     mean = float(counts @ values) / flat.size
     std = math.sqrt(float(counts @ (values - mean) ** 2) / flat.size)
     return mean, std
-
-
-# --- writing and reading a split ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -91,41 +73,38 @@ class Split:
         Each image's 0-based index in its source IDX file.
     metadata : dict
         The file's recorded facts: mean, std, shape, stored_dtype, split, sizes, ...
-    path : Path or None
+    path : Path
         The file it was read from (for messages).
     """
 
     images: np.ndarray
     labels: np.ndarray
     source_index: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
+    metadata: dict[str, Any]
+    path: Path
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray, facts: bytes | None = None) -> str:
-    """SHA-256 (hex) of a split's values as stored: ``facts`` if given, labels, source_index, pixels.
+def data_sha256(pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
+                metadata: dict[str, Any] | None = None) -> str:
+    """SHA-256 (hex) of a split's values as stored (the arrays :func:`write_split` takes).
 
-    The arrays are as :func:`write_split` takes them. Each part is hashed after its length, so
-    no two lists of parts collide.
+    With ``metadata`` (all but its ``content_sha256``, as key-sorted JSON) hashed first: the
+    split's ``content_sha256``. Each part is hashed after its length, so no two lists of parts
+    collide.
     """
-    stored = (np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(source_index, dtype="<i4"),
-              np.ascontiguousarray(pixels, dtype=np.uint8))
+    stored = [np.ascontiguousarray(labels, dtype=np.uint8), np.ascontiguousarray(source_index, dtype="<i4"),
+              np.ascontiguousarray(pixels, dtype=np.uint8)]
+    if metadata is not None:
+        stored.insert(0, json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True).encode())
     digest = hashlib.sha256()
-    for part in ([] if facts is None else [facts]) + list(stored):
+    for part in stored:
         view = memoryview(part).cast("B") if len(part) else b""  # an empty split (val_size 0) has no bytes
         digest.update(len(view).to_bytes(8, "little"))
         digest.update(view)
     return digest.hexdigest()
-
-
-def content_sha256(metadata: dict[str, Any], pixels: np.ndarray, labels: np.ndarray,
-                   source_index: np.ndarray) -> str:
-    """The ``content_sha256`` of a split: its metadata (all but this key, as key-sorted JSON), then its values."""
-    facts = json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM_KEY}, sort_keys=True)
-    return data_sha256(pixels, labels, source_index, facts.encode())
 
 
 def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source_index: np.ndarray,
@@ -156,7 +135,7 @@ def write_split(path: str | Path, pixels: np.ndarray, labels: np.ndarray, source
     metadata = {**info, "mean": float(mean), "std": float(std), "num_images": n,
                 "shape": list(IMAGE_SHAPE), "stored_dtype": "uint8", "format_version": FORMAT_VERSION,
                 RUN_KEY: run_id}
-    metadata[CHECKSUM_KEY] = content_sha256(metadata, pixels, labels, source_index)
+    metadata[CHECKSUM_KEY] = data_sha256(pixels, labels, source_index, metadata)
     pixel_column = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(PIXELS_PER_IMAGE), n, [None, pa.py_buffer(pixels)])
     table = pa.table(
@@ -211,13 +190,9 @@ def read_split(path: str | Path) -> Split:
     """
     path = Path(path)
     table = _read_table(path)
-    found = [(f.name, str(f.type)) for f in table.schema]
-    expected = [(f.name, str(f.type)) for f in SCHEMA]
+    found, expected = (", ".join(f"{f.name}: {f.type}" for f in schema) for schema in (table.schema, SCHEMA))
     if found != expected:
-        raise LenetError(
-            f"{path}: columns {', '.join(f'{n}: {t}' for n, t in found)}; "
-            f"expected {', '.join(f'{n}: {t}' for n, t in expected)}"
-        )
+        raise LenetError(f"{path}: columns {found}; expected {expected}")
     nulls = [name for name in SCHEMA.names if table.column(name).null_count]
     if nulls:
         raise LenetError(f"{path}: null values in column(s) {', '.join(nulls)}, expected none")
@@ -230,40 +205,20 @@ def read_split(path: str | Path) -> Split:
                            offset=pixel_column.offset * PIXELS_PER_IMAGE)
     stored_labels = table.column("label").to_numpy()
     stored_index = table.column("source_index").to_numpy()
-    if len(pixels) != table.num_rows * PIXELS_PER_IMAGE or \
-            content_sha256(metadata, pixels, stored_labels, stored_index) != metadata[CHECKSUM_KEY]:
+    if data_sha256(pixels, stored_labels, stored_index, metadata) != metadata[CHECKSUM_KEY]:
         raise LenetError(f"{path}: content does not match its {CHECKSUM_KEY} (the file is corrupt; "
                          "rerun the normalize stage)")
-    return Split(
-        images=normalize_pixels(pixels.reshape(-1, *IMAGE_SHAPE[1:]), metadata["mean"], metadata["std"]),
-        labels=stored_labels.astype(np.int64),
-        source_index=stored_index.astype(np.int64),
-        metadata=metadata,
-        path=path,
-    )
+    images = normalize_pixels(pixels.reshape(-1, *IMAGE_SHAPE[1:]), metadata["mean"], metadata["std"])
+    return Split(images, stored_labels.astype(np.int64), stored_index.astype(np.int64), metadata, path)
 
 
-def check_same_run(*splits: Split) -> None:
-    """Refuse splits written by different normalize runs (e.g. one killed between two files).
+def check_run(split: Split, run_id: Any, recorded_in: str | Path, rerun: str) -> None:
+    """Refuse ``split`` unless it comes from normalize run ``run_id``, as ``recorded_in`` records.
 
-    The LenetError names the first split and the first one that differs from it.
-    """
-    first = splits[0]
-    for other in splits[1:]:
-        if other.metadata[RUN_KEY] != first.metadata[RUN_KEY]:
-            raise LenetError(
-                f"{other.path} and {first.path} come from different normalize runs "
-                f"({other.metadata[RUN_KEY][:12]}... and {first.metadata[RUN_KEY][:12]}...); "
-                "rerun the normalize stage")
-
-
-def check_run(split: Split, run_id: Any, recorded_in: str | Path) -> None:
-    """Refuse ``split`` unless it comes from normalize run ``run_id``, as ``recorded_in`` says.
-
-    For a split read beside a model: the model records the run its training data came from.
+    A mix of two runs' splits (normalize killed between two files), or a split beside a model
+    trained on another run's, would train or score on data that do not belong together.
     """
     if run_id != split.metadata[RUN_KEY]:
         recorded = f"run {run_id[:12]}..." if isinstance(run_id, str) else f"no {RUN_KEY}"
-        raise LenetError(
-            f"{split.path} comes from normalize run {split.metadata[RUN_KEY][:12]}..., but {recorded_in} "
-            f"records {recorded}; rerun the train stage")
+        raise LenetError(f"{split.path} comes from normalize run {split.metadata[RUN_KEY][:12]}..., but "
+                         f"{recorded_in} records {recorded}; rerun the {rerun} stage")

@@ -10,9 +10,6 @@ class LenetError(Exception):
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of ``error``'s message, or its type's name when it has none.
-
-    Libraries' messages (YAML parsers, Arrow, zipfile) can span many lines, and ours are one line.
-    """
+    """The first line of ``error``'s message (libraries' can span many), or its type's name when it has none."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__

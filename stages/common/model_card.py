@@ -1,10 +1,7 @@
-"""The model card: one Markdown page on the trained model, written by the evaluate stage.
+"""The model card, metrics/model_card.md: what the model is, how well it does, what it is not for.
 
-What the model is, how well it does, and what it was not made for, written to
-metrics/model_card.md.
-
-Pure text from the numbers it is given: no clock, no paths of this machine, so the same
-model and data give the same bytes.
+Written by the evaluate stage. Pure text from the numbers it is given: no clock, no paths of
+this machine, so the same model and data give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,26 +14,23 @@ CONFUSED_PAIRS = 5  # most frequent (actual, predicted) errors listed
 
 
 def most_confused(confusion: np.ndarray, limit: int = CONFUSED_PAIRS) -> list[tuple[int, int, int]]:
-    """The off-diagonal cells with the most images: ``(actual, predicted, count)``.
+    """At most ``limit`` off-diagonal cells of ``confusion[actual, predicted]``, as ``(actual, predicted, count)``.
 
-    Parameters
-    ----------
-    confusion : (classes, classes)
-        ``confusion[a, p]`` images of ``a`` predicted ``p``.
-    limit : int, default CONFUSED_PAIRS
-        At most this many cells.
-
-    Returns
-    -------
-    list of (actual, predicted, count)
-        Largest count first, ties in (actual, predicted) order; cells with no image are
-        left out.
+    Largest count first, ties in (actual, predicted) order; cells with no image are left out.
     """
     errors = confusion.astype(np.int64).copy()
     np.fill_diagonal(errors, 0)
     order = np.argsort(-errors, axis=None, kind="stable")[:limit]
     pairs = [(int(i // len(errors)), int(i % len(errors)), int(errors.flat[i])) for i in order]
     return [pair for pair in pairs if pair[2] > 0]
+
+
+def precision_recall(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall ``(classes,)`` of each class of ``confusion[actual, predicted]``; 0 if undefined."""
+    hits = np.diag(confusion).astype(np.float64)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    return (np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0),
+            np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0))
 
 
 def _percent(fraction: float) -> str:
@@ -81,7 +75,7 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
     total = int(confusion.sum())
     correct = int(np.trace(confusion))
     per_class = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
+    precision, recall = precision_recall(confusion)
     augment = {key.rsplit(".", 1)[1]: value for key, value in params.items() if key.startswith("train.augment.")}
     lines = [
         "# Model card: LeNet-5 on MNIST",
@@ -129,18 +123,13 @@ def model_card(*, architecture: Mapping[str, Any], params: Mapping[str, Any], pr
         "",
         "| digit | images | errors | recall | precision |",
         "| --- | --- | --- | --- | --- |",
-    ]
-    for digit in range(len(confusion)):
-        hits = int(confusion[digit, digit])
-        recall = hits / per_class[digit] if per_class[digit] else 0.0
-        precision = hits / predicted[digit] if predicted[digit] else 0.0
-        lines.append(f"| {digit} | {int(per_class[digit])} | {int(per_class[digit]) - hits} | "
-                     f"{_percent(recall)} | {_percent(precision)} |")
-    lines += ["", "## Most confused pairs (test)", ""]
-    pairs = most_confused(confusion)
-    lines += ([f"- a {a} read as {p}: {n} image{'s' if n != 1 else ''}" for a, p, n in pairs]
-              or ["- none: every test image was classified correctly"])
-    lines += [
+        *(f"| {d} | {int(per_class[d])} | {int(per_class[d] - confusion[d, d])} | "
+          f"{_percent(recall[d])} | {_percent(precision[d])} |" for d in range(len(confusion))),
+        "",
+        "## Most confused pairs (test)",
+        "",
+        *([f"- a {a} read as {p}: {n} image{'s' if n != 1 else ''}" for a, p, n in most_confused(confusion)]
+          or ["- none: every test image was classified correctly"]),
         "",
         "## Not trained for",
         "",

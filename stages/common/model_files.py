@@ -1,9 +1,8 @@
 """The trained model on disk (``model.npz``, ``model.json``, ``preprocessing.json``) and its input transform.
 
-:func:`write_model` writes the three files into a directory (the train stage's staging
-area, which it swaps in whole); :func:`read_model` loads them and turns any damage (a
-missing, empty, truncated or foreign file, a value out of bounds, a weight that is NaN)
-into one :class:`LenetError` line naming the file. Every number is checked before anything
+:func:`write_model` writes the three files into a directory; :func:`read_model` loads them
+and turns any damage (a missing, empty, truncated or foreign file, a value out of bounds, a
+weight that is NaN) into one :class:`LenetError` line naming the file. Every number is checked before anything
 is allocated: ``model.json`` by the rules params.yaml's ``train`` section obeys
 (:class:`ModelConfig`), ``preprocessing.json`` by :class:`Preprocessing`, and the sizes
 ``model.json`` gives against the array shapes in ``model.npz``'s headers.
@@ -92,10 +91,7 @@ def normalize_pixels(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 
 def blank_value(mean: float, std: float) -> float:
-    """What a blank (0) pixel becomes after :func:`normalize_pixels`.
-
-    The fill value for pixels that augmentation moves in from outside the image.
-    """
+    """What a blank (0) pixel becomes after :func:`normalize_pixels`: the fill for pixels augmentation moves in."""
     return (0.0 - mean) / std
 
 
@@ -142,16 +138,11 @@ def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
 
 def read_model(directory: Path = MODELS):
-    """``(model, config, preprocessing)`` from ``directory``; LenetError if any file is damaged.
-
-    ``config`` and ``preprocessing`` are the JSON objects as written.
-    """
+    """``(model, config, preprocessing)`` from ``directory`` (the JSON as written); LenetError if any is damaged."""
     weights, config = directory / WEIGHTS, directory / CONFIG
     for path in (weights, config, directory / PREPROCESSING):
-        if not path.is_file():
+        if not path.is_file():  # an empty one is refused below, as not an .npz or not JSON
             raise LenetError(f"{path}: missing (run the train stage first)")
-        if path.stat().st_size == 0:
-            raise _damaged(path, "empty file")
     if not zipfile.is_zipfile(weights):
         raise _damaged(weights, "not an .npz archive")
     _, preprocessing = _validated(directory / PREPROCESSING, Preprocessing)
@@ -166,10 +157,8 @@ def read_model(directory: Path = MODELS):
         with open(weights, "rb") as weights_file:
             model, _ = nn.load_model(weights_file, io.StringIO(json.dumps(architecture)))
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as error:
-        reason = first_line(error)
-        if "pickle" in reason:  # numpy's advice to allow pickles is never right for a model
-            reason = "holds an object array, which no saved model does"
-        raise _damaged(weights, f"corrupt or does not fit {config.name} ({reason})") from None
+        # An object array (numpy's advice: allow pickles) never gets here: _stored_shapes refuses it.
+        raise _damaged(weights, f"corrupt or does not fit {config.name} ({first_line(error)})") from None
     broken = [name for name, value in model.named_parameters() if not np.isfinite(value).all()]
     if broken:
         raise _damaged(weights, f"NaN or infinite values in {', '.join(broken)}")

@@ -45,7 +45,13 @@ class Section(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
-    _as_read: Any = PrivateAttr(default=None)  # what params.yaml held, for check_unchanged
+    _source: Any = PrivateAttr(default=None)  # the params.yaml it was read from, for check_unchanged
+
+
+class _Share(Section):
+    """The declared part of a section: keys a stage does not declare are ignored (their stage checks them)."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 def _pair(item_rule: Any) -> Any:
@@ -138,9 +144,6 @@ class Params(Section):
     evaluate: EvaluateParams
 
 
-# --- reading ------------------------------------------------------------------------------
-
-
 def read_yaml(path: Path) -> Any:
     """YAML 1.2, as DVC reads it (so ``1e-3`` is a float here too)."""
     try:
@@ -170,8 +173,6 @@ def _share(model: type[Section], keys: list[str], stage: str, prefix: str = "") 
 
     A key naming a whole section gets that section's own model, with its cross-field rules.
     """
-    if "" in keys:
-        return model
     fields: dict[str, Any] = {}
     for head in dict.fromkeys(key.partition(".")[0] for key in keys):
         field = model.model_fields.get(head)
@@ -183,20 +184,7 @@ def _share(model: type[Section], keys: list[str], stage: str, prefix: str = "") 
             fields[head] = (_share(field.annotation, rest, stage, f"{prefix}{head}."), ...)
         else:
             fields[head] = (field.annotation, field)
-    return create_model(f"{model.__name__}Share", __base__=Section, **fields)
-
-
-def _values(tree: Any, keys: list[str]) -> dict:
-    """The nested values under ``keys`` (dotted) of ``tree``; absent keys stay absent."""
-    picked: dict = {}
-    for key in keys:
-        node, target, parts = tree, picked, key.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-            target = target.setdefault(part, {})
-        if isinstance(node, dict) and parts[-1] in node:
-            target[parts[-1]] = node[parts[-1]]
-    return picked
+    return create_model(f"{model.__name__}Share", __base__=_Share, **fields)
 
 
 def _one_line(error: ValidationError, source: Path = PARAMS) -> str:
@@ -216,7 +204,7 @@ def _one_line(error: ValidationError, source: Path = PARAMS) -> str:
 
 
 def load_params(stage: str, root: Path = Path(".")) -> Section:
-    """Validate and return the params ``stage`` reads: the keys ``dvc.yaml`` declares for it.
+    """Validate and return, frozen, the params ``stage`` reads: only the keys ``dvc.yaml`` declares for it.
 
     Parameters
     ----------
@@ -225,29 +213,24 @@ def load_params(stage: str, root: Path = Path(".")) -> Section:
     root : Path, default "."
         The directory holding ``dvc.yaml`` and ``params.yaml``.
 
-    Returns
-    -------
-    Section
-        Frozen; one attribute per declared section (``params.train.lr``), nothing else.
-
     Raises
     ------
     LenetError
         One line, for a typo, a missing key or a value that breaks its rule.
     """
-    declared = declared_params(stage, root)
-    model = _share(Params, declared, stage)
+    model = _share(Params, declared_params(stage, root), stage)
     tree = read_yaml(root / PARAMS) or {}
-    unknown = sorted(set(tree) - set(Params.model_fields)) if isinstance(tree, dict) else []
+    if not isinstance(tree, dict):
+        raise LenetError(f"{PARAMS}: expected sections {', '.join(Params.model_fields)}, got a {type(tree).__name__}")
+    unknown = sorted(set(tree) - set(Params.model_fields))
     if unknown:  # e.g. what a misspelt Hydra group (-S +presets=x) leaves: a stage would ignore it
         raise LenetError(f"{PARAMS}: unknown section {unknown[0]!r}; expected {', '.join(Params.model_fields)} "
                          "(presets are added with -S +preset=NAME, from preset/NAME.yaml)")
-    as_read = _values(tree, declared)
     try:
-        params = model.model_validate(as_read)
+        params = model.model_validate(tree)
     except ValidationError as error:
         raise LenetError(_one_line(error)) from None
-    params._as_read = (root / PARAMS, declared, as_read)
+    params._source = root / PARAMS
     return params
 
 
@@ -257,10 +240,9 @@ def check_unchanged(params: Section) -> None:
     A stage calls it before its outputs go in place: DVC records the params it finds *after*
     a stage ends, so an edit made meanwhile would be recorded for outputs made without it.
     """
-    path, declared, as_read = params._as_read
     try:
-        unchanged = _values(read_yaml(path) or {}, declared) == as_read
-    except LenetError:
+        unchanged = type(params).model_validate(read_yaml(params._source) or {}).model_dump() == params.model_dump()
+    except (LenetError, ValidationError):
         unchanged = False
     if not unchanged:
         raise LenetError(f"{PARAMS} changed while this stage ran; run again")

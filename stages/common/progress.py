@@ -21,18 +21,11 @@ MEMORY_LINE = re.compile(r"^peak memory: (\d+) MiB", re.MULTILINE)
 
 
 class EpochProgress:
-    """Prints each epoch's scores and time; entering the ``with`` block starts the clock."""
+    """Prints each epoch's scores and time; the clock starts when it is made."""
 
     def __init__(self, epochs: int):
         self.epochs = epochs
         self._started = time.perf_counter()
-
-    def __enter__(self) -> EpochProgress:
-        self._started = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
 
     def epoch_done(self, row: dict) -> None:
         """One line: the training scores, the validation ones when there is a validation split."""

@@ -55,10 +55,7 @@ def _parse(data: bytes, name: str, magic: int, what: str) -> np.ndarray:
 
 
 def parse_images(data: bytes, name: str) -> np.ndarray:
-    """Parse an IDX image file's bytes (``name``: for errors) into images ``(N, 28, 28) uint8``.
-
-    The images are a read-only view of ``data`` (0 = background, 255 = ink).
-    """
+    """Parse an IDX image file's bytes (``name``: for errors) into a read-only view ``(N, 28, 28) uint8``."""
     images = _parse(data, name, IMAGES_MAGIC, "images")
     if images.shape[1:] != IMAGE_SIZE:
         raise LenetError(f"{name}: images are {images.shape[1]}x{images.shape[2]}, "
