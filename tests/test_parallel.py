@@ -288,6 +288,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_backward_after_a_separate_forward_reads_the_input_the_forward_saw():
+    # Linear keeps its input for backward; in a worker that input came through the inbox,
+    # where the BackwardRequest's dout is posted next. It must not be read from there.
+    model = nn.Sequential(fc=nn.Linear(10, 3, rng=np.random.default_rng(0)))
+    x = np.random.default_rng(1).standard_normal((4, 10)).astype(np.float32)
+    dout = np.ones((4, 3), dtype=np.float32)
+    model.forward(x)
+    model.backward(dout)
+    expected_grad = model.fc.grads["weight"].copy()
+    with DataParallel(model, workers=2) as parallel:
+        parallel.forward(x)
+        parallel.backward(dout)
+        np.testing.assert_allclose(model.fc.grads["weight"], expected_grad, rtol=1e-6, atol=1e-6)
+
+
 def test_arrays_too_large_for_the_shared_boxes_go_through_the_pipe():
     features = BOX_BYTES // 4 // 2 + 1000  # two rows (one shard) overflow a box
     model = nn.Sequential(fc=nn.Linear(features, 3, rng=np.random.default_rng(0)))

@@ -188,14 +188,17 @@ def wait_for(conn) -> None:
 
 
 def _run_forward(module: Module, random_layers: list[Module], request: ForwardRequest, inbox,
-                 augmentation: Augmentation | None = None) -> np.ndarray:
+                 augmentation: Augmentation | None = None, copy_input: bool = False) -> np.ndarray:
     """Set the mode, flags and dropout generators a ``ForwardRequest`` asks for; run forward
-    (on the augmented shard, when ``augmentation`` is given)."""
+    (on the augmented shard, when ``augmentation`` is given; on a copy of the shard, not its
+    view of the inbox, with ``copy_input``)."""
     module.train(request.training)
     module.input_grad = request.input_grad
     for layer, seed in zip(random_layers, request.seeds):
         layer.rng = np.random.default_rng(seed)
     x = fetch(request.x, inbox)
+    if copy_input:
+        x = np.array(x)
     return module.forward(x if augmentation is None else augmentation(x))
 
 
@@ -235,7 +238,10 @@ def serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_bloc
         try:
             loss = None
             if isinstance(request, ForwardRequest):
-                result = _run_forward(module, random_layers_, request, inbox)
+                # Layers keep their input for backward, and a BackwardRequest's dout will be
+                # posted over this inbox: run on a copy. (A ForwardBackwardRequest's shard
+                # stays in place until its backward is done.)
+                result = _run_forward(module, random_layers_, request, inbox, copy_input=True)
             elif isinstance(request, ForwardBackwardRequest):
                 result = _run_forward(module, random_layers_, request.forward, inbox, request.augmentation)
                 loss, dlogits = request.loss_fn(result, fetch(request.labels, inbox), request.batch_size)
