@@ -180,6 +180,7 @@ def mirror():
         server.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["stall", "trickle"])
 def test_a_stalled_mirror_costs_the_timeout_once_then_the_next_source_serves(tmp_path, mirror, mode):
     server = mirror(lambda name, attempt: mode)
@@ -196,6 +197,7 @@ def test_a_stalled_mirror_costs_the_timeout_once_then_the_next_source_serves(tmp
     assert len(reasons) == 1 and reasons.pop().startswith("stalled: less than 64 KiB in 1 s ($MNIST_TIMEOUT)")
 
 
+@pytest.mark.slow
 def test_a_mirror_that_keeps_delivering_is_not_stalled(tmp_path, mirror, monkeypatch):
     monkeypatch.setattr(mnist_sources, "MIN_PROGRESS_BYTES", 1000)  # the fake files are a few KB
     server = mirror(lambda name, attempt: "trickle", trickle=600)  # 6 KB/s: the deadline moves every 0.2 s

@@ -43,6 +43,7 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_evaluate_then_plot_write_every_figure_and_the_card(project):
     evaluate.main()
     plot.main()

@@ -63,6 +63,7 @@ def any_model(request) -> Path:
     return ROOT / "models" / "model.npz"
 
 
+@pytest.mark.slow
 def test_transformed_copies_are_classified_as_the_model_classifies_the_originals(any_model, ten_digits, tmp_path):
     images, labels = ten_digits
     model, _, stats = read_model(any_model.parent)
@@ -177,6 +178,7 @@ def test_an_empty_directory_is_reported(small_model, tmp_path):
     assert f"error: {tmp_path / 'empty'}: directory holds no" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, problem", [
     ("other_architecture", "shape"),
     ("no_preprocessing", "preprocessing.json: missing"),
@@ -254,6 +256,7 @@ BROKEN_MODELS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BROKEN_MODELS))
 def test_a_broken_model_is_one_line_naming_its_file_never_a_digit(case, small_model, ten_digits, tmp_path):
     damage, problem = BROKEN_MODELS[case]
@@ -267,6 +270,7 @@ def test_a_broken_model_is_one_line_naming_its_file_never_a_digit(case, small_mo
     assert line.startswith(f"error: {model}") and problem in line, line
 
 
+@pytest.mark.slow
 def test_every_file_name_gets_its_own_line_whatever_its_bytes(small_model, ten_digits, tmp_path):
     names = [b"plain.png", b"latin1-\xe9t\xe9.png", b"two\nlines.png", b"\x1b[2Jclear.png", b"tab\there.png"]
     for name in names:
@@ -298,6 +302,7 @@ def test_fifos_and_devices_are_refused_by_type_without_waiting(small_model, ten_
     assert result.stdout.splitlines() == [f"{tmp_path}/good.png: 3    " + result.stdout.split("    ", 1)[1].strip()]
 
 
+@pytest.mark.slow
 def test_doubtful_answers_say_unsure_and_keep_the_exit_code(small_model, ten_digits, tmp_path):
     images, _ = ten_digits
     side_by_side = np.zeros((28, 62), np.uint8)
@@ -329,6 +334,7 @@ def test_white_ink_on_a_transparent_background_is_classified(small_model, ten_di
         "white_0.png": 0, "black_0.png": 0, "white_7.png": 7, "black_7.png": 7}
 
 
+@pytest.mark.slow
 def test_pillows_decompression_bomb_warning_never_shows(small_model, tmp_path):
     (tmp_path / "huge.png").write_bytes(png_header(10_000, 10_000))  # 100 Mpx: above Pillow's 89 Mpx warning
     result = predict("--model", small_model, "--max-pixels", 200_000_000, tmp_path / "huge.png")

@@ -204,6 +204,7 @@ def test_the_body_of_a_post_to_an_unknown_path_is_never_read_as_a_request(server
     assert [status for status, _ in answers(received)] == [404] and closed
 
 
+@pytest.mark.slow
 def test_a_client_that_stops_sending_is_dropped_after_the_timeout_quietly(small_model, monkeypatch, capfd):
     monkeypatch.setattr(Handler, "timeout", 0.5)
     server = DrawServer(("127.0.0.1", 0), Classifier.load(small_model))

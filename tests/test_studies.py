@@ -52,6 +52,7 @@ def dry_run(*args: str) -> list[dict[str, str]]:
     return runs
 
 
+@pytest.mark.slow
 def test_dry_run_queues_each_distinct_run_once_from_the_preset():
     runs = dry_run()
     names = [run["name"] for run in runs]
@@ -75,6 +76,7 @@ def test_dry_run_queues_each_distinct_run_once_from_the_preset():
     assert steps[7]["train.channels"] == "[8,24]"
 
 
+@pytest.mark.slow
 def test_only_and_set_narrow_and_override_the_runs():
     runs = dry_run("--only", "epochs", "-S", "train.epochs=1", "-S", "normalize.limit=2000")
     # 10 and 50 epochs both become 1: the epochs study collapses to its two configurations.
@@ -84,6 +86,7 @@ def test_only_and_set_narrow_and_override_the_runs():
         "tut-lr0.0015-b32-e10", "tut-lr0.0015-b64-e10", "tut-lr0.0015-b128-e10", "tut-lr0.0015-b256-e10"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--only", "momentum"], "--only momentum: expected one of best, lr, batch, epochs, ideas, ablation"),
     (["-S", "train.lr"], "--set 'train.lr': expected KEY=VALUE"),
