@@ -251,6 +251,10 @@ def serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_bloc
             if not isinstance(request, ForwardRequest):
                 for name, grad in module.named_gradients():
                     grads[name][...] = grad
-            conn.send(Reply(loss, *post([result], outbox)))
+            reply = Reply(loss, *post([result], outbox))
         except Exception:  # report it; the parent raises it as a WorkerError
-            conn.send(Failure(traceback.format_exc()))
+            reply = Failure(traceback.format_exc())
+        try:
+            conn.send(reply)
+        except OSError:  # the parent is gone (interrupted while we worked): nothing to report to
+            return
