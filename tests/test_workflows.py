@@ -100,6 +100,7 @@ def test_review_compares_what_was_committed_and_trains_nothing():
     assert "pull_request" in workflow["on"]
     assert workflow["permissions"]["pull-requests"] == "write"
     assert workflow["env"]["BASE"] == "origin/${{ github.base_ref }}"
+    assert list(workflow["jobs"]) == ["review"]  # the rerun is reproduce.yaml's
     review = workflow["jobs"]["review"]
     checkout = next(s for s in review["steps"] if s.get("uses", "").startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0  # the base branch must be there to diff against
@@ -125,8 +126,10 @@ def test_the_review_charts_are_plots_dvc_yaml_declares():
     assert targets and set(targets) <= names
 
 
-def test_reproduction_is_a_job_of_its_own_that_compares_within_the_tolerance():
-    job = load(ROOT / ".github/workflows/review.yaml")["jobs"]["reproduce"]
+def test_reproduction_is_a_workflow_of_its_own_that_compares_within_the_tolerance():
+    workflow = load(ROOT / ".github/workflows/reproduce.yaml")
+    assert "pull_request" in workflow["on"] and "workflow_dispatch" in workflow["on"]
+    job = workflow["jobs"]["reproduce"]
     ran = run_commands(job)
     repro = next(i for i, c in enumerate(ran) if c[:2] == ["dvc", "repro"])
     compare = next(i for i, c in enumerate(ran) if c[:2] == ["python", ".ci/compare_accuracy.py"])
