@@ -175,8 +175,9 @@ def parameter_owners(module: Module) -> list[tuple[str, Module, str]]:
 
     ``owner.params[key]`` and ``owner.grads[key]`` are the parameter's value and gradient.
     Both sides of every step go through the parameters by this list, made once: walking
-    the module tree again (``named_gradients``) cost ~13 us per pass on LeNet-5, about 2%
-    of a batch-32 step over the three passes (publish, the worker's copy, the add).
+    the module tree (``named_gradients``) cost ~13 us more per pass on LeNet-5, and a step
+    makes three (publish, the worker's copy, the add): ~2% of a batch-32 step, 0.97x in
+    interleaved steps (AMD Zen 4; within this shared machine's noise).
     """
     return [(prefix + key, owner, key) for prefix, owner in _named_modules(module) for key in owner.params]
 
