@@ -48,7 +48,7 @@ import numpy as np
 from nn.module import Module
 from nn.parallel.shared_arrays import fetch, layout, post, shared_block, views
 from nn.parallel.worker import (Augmentation, BackwardRequest, Close, Failure, ForwardBackwardRequest, ForwardRequest,
-                                Posted, Reply, Request, random_layers, serve, wait_for)
+                                Posted, Reply, Request, parameter_owners, random_layers, serve, wait_for)
 
 # Each worker uses one core: more BLAS threads per process would fight over the same cores.
 _ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -154,6 +154,7 @@ class DataParallel(Module):
         self._inboxes, self._outboxes = [], []
         if workers == 1:
             return
+        self._owners = parameter_owners(module)
         slots, nbytes = layout(module.named_parameters())
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads
         self._params_block = shared_block(nbytes)
@@ -339,13 +340,13 @@ class DataParallel(Module):
     def _add_worker_gradients(self, workers: int) -> None:
         """Add the gradients of the first ``workers`` workers to ``module``'s, in order."""
         for grads in self._grads[:workers]:
-            for name, grad in self.module.named_gradients():
-                grad += grads[name]  # backward stores fresh arrays: safe to add into
+            for name, owner, key in self._owners:
+                owner.grads[key] += grads[name]  # backward stores fresh arrays: safe to add into
 
     def _publish(self) -> None:
         """Copy the current parameters where the workers read them."""
-        for name, value in self.module.named_parameters():
-            self._params[name][...] = value
+        for name, owner, key in self._owners:
+            self._params[name][...] = owner.params[key]
 
     def _run(self, requests: list[Request], own: Callable[[], Any]) -> tuple[Any, list[Reply]]:
         """Send ``requests[k]`` (its arrays posted in inbox k) to worker k, run ``own()`` here

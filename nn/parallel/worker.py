@@ -170,12 +170,23 @@ def random_layers(module: Module) -> list[Module]:
     return [m for _, m in _named_modules(module) if isinstance(getattr(m, "rng", None), np.random.Generator)]
 
 
-def _bind(module: Module, params: dict[str, np.ndarray]) -> None:
-    """Make ``module``'s parameters *be* the shared ``params`` views (whose values the parent
-    publishes before every forward: a worker never writes them)."""
-    for prefix, owner in _named_modules(module):
-        for key in owner.params:
-            owner.params[key] = params[prefix + key]
+def parameter_owners(module: Module) -> list[tuple[str, Module, str]]:
+    """``(dotted name, owner, key)`` of each parameter of ``module``, in ``named_parameters`` order.
+
+    ``owner.params[key]`` and ``owner.grads[key]`` are the parameter's value and gradient.
+    Both sides of every step go through the parameters by this list, made once: walking
+    the module tree (``named_gradients``) cost ~13 us more per pass on LeNet-5, and a step
+    makes three (publish, the worker's copy, the add): ~2% of a batch-32 step, 0.97x in
+    interleaved steps (AMD Zen 4; within this shared machine's noise).
+    """
+    return [(prefix + key, owner, key) for prefix, owner in _named_modules(module) for key in owner.params]
+
+
+def _bind(owners: list[tuple[str, Module, str]], params: dict[str, np.ndarray]) -> None:
+    """Make the parameters of ``owners`` (``parameter_owners``) *be* the shared ``params``
+    views (whose values the parent publishes before every forward: a worker never writes them)."""
+    for name, owner, key in owners:
+        owner.params[key] = params[name]
 
 
 def wait_for(conn) -> None:
@@ -224,7 +235,8 @@ def serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_bloc
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes us
     retain_freed_memory()
-    _bind(module, views(params_block, slots))
+    owners = parameter_owners(module)
+    _bind(owners, views(params_block, slots))
     grads = views(grads_block, slots)
     random_layers_ = random_layers(module)
     while True:
@@ -249,8 +261,8 @@ def serve(conn, module: Module, slots: dict[str, Slot], params_block, grads_bloc
             else:  # a BackwardRequest
                 result = module.backward(fetch(request.dout, inbox))
             if not isinstance(request, ForwardRequest):
-                for name, grad in module.named_gradients():
-                    grads[name][...] = grad
+                for name, owner, key in owners:
+                    grads[name][...] = owner.grads[key]
             reply = Reply(loss, *post([result], outbox))
         except Exception:  # report it; the parent raises it as a WorkerError
             reply = Failure(traceback.format_exc())
