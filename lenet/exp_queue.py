@@ -25,11 +25,35 @@ from stages.common.progress import EPOCH_LINE, MEMORY_LINE
 PENDING = ("queued", "running")
 DONE, FAILED = "done", "failed"
 FAILED_LOOKS = 3  # consecutive failures of dvc exp show before waiting gives up
+# dvc exp show has been seen to hang for good (asleep in a futex, in CI) while a queued run's
+# temporary copy vanished under it; it answers in seconds otherwise. A look that takes this
+# long is abandoned (the process killed) and counts as a failed one.
+LOOK_SECONDS = 120
 
 
-def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``dvc args``; on failure (with ``check``) raise one line naming the command."""
-    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+def dvc(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run ``dvc args``, raising one line that names the command if it fails or hangs.
+
+    A run still going after ``timeout`` seconds is killed.
+
+    Parameters
+    ----------
+    *args : str
+        The arguments after ``dvc``.
+    check : bool, default True
+        Raise on a non-zero exit.
+    timeout : float, optional
+        Seconds to wait for it; no limit by default.
+
+    Returns
+    -------
+    subprocess.CompletedProcess
+        With its output as text.
+    """
+    try:
+        result = subprocess.run(["dvc", *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise LenetError(f"{shlex.join(['dvc', *args[:3]])} ... did not answer in {timeout:g} s") from None
     if check and result.returncode != 0:
         message = (result.stderr.strip() or result.stdout.strip()).splitlines()
         detail = next((line for line in message if line.strip()), f"exit code {result.returncode}")
@@ -86,7 +110,7 @@ def experiments(rev: str = "HEAD", num: int = 1) -> dict[str, Experiment]:
     newest entry wins. A run that is not done has no metrics of its own (DVC would show its
     baseline's), so they are left out.
     """
-    output = dvc("exp", "show", "--json", "--rev", rev, "-n", str(num)).stdout
+    output = dvc("exp", "show", "--json", "--rev", rev, "-n", str(num), timeout=LOOK_SECONDS).stdout
     found: dict[str, Experiment] = {}
     for baseline in json.loads(output):
         for experiment in baseline.get("experiments") or []:
@@ -112,7 +136,7 @@ def wait_for(names: list[str], poll: float, rev: str = "HEAD") -> dict[str, str]
     Each change of state is printed to stderr as it is seen. When runs wait and none runs,
     ``dvc queue start -j 1`` is called again: DVC's file-based queue broker can stop its
     worker with runs still queued, and starting one when one runs does nothing. A look that
-    fails (seen once: a run's temporary copy vanishing under ``dvc exp show``) is retried.
+    fails or hangs (seen: a run's temporary copy vanishing under ``dvc exp show``) is retried.
 
     Parameters
     ----------

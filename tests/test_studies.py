@@ -176,10 +176,10 @@ def test_experiments_come_from_dvc_exp_show_json_with_their_state(monkeypatch):
                        ("bad", "failed", "2026-12-04T08:02:00", 0.5), ("bad", "queued", "2026-12-04T08:03:00", 0.5),
                        ("next", "running", "2026-12-04T08:04:00", 0.5))
     calls = []
-    monkeypatch.setattr(exp_queue, "dvc", lambda *args, check=True: calls.append(args) or subprocess.CompletedProcess(
-        ["dvc", *args], 0, stdout=output, stderr=""))
+    monkeypatch.setattr(exp_queue, "dvc", lambda *args, check=True, timeout=None: calls.append((args, timeout)) or
+                        subprocess.CompletedProcess(["dvc", *args], 0, stdout=output, stderr=""))
     found = exp_queue.experiments("HEAD", 3)
-    assert calls == [("exp", "show", "--json", "--rev", "HEAD", "-n", "3")]
+    assert calls == [(("exp", "show", "--json", "--rev", "HEAD", "-n", "3"), exp_queue.LOOK_SECONDS)]
     assert {name: e.state for name, e in found.items()} == {"done": "done", "ok": "done", "bad": "queued",
                                                             "next": "running"}
     assert found["done"].metrics == {"metrics/eval.json": {"test_accuracy": 0.98}} and found["done"].rev == "done-sha"
@@ -297,3 +297,20 @@ def test_a_look_at_the_queue_that_fails_once_is_retried(monkeypatch):
 
     monkeypatch.setattr(exp_queue, "experiments", experiments)
     assert exp_queue.wait_for(["run-a"], poll=0) == {"run-a": "done"}
+
+
+def test_a_dvc_command_that_hangs_is_killed_and_named_in_one_line(tmp_path, monkeypatch):
+    """dvc exp show once hung for good in CI; a look must end, and wait_for then retries it."""
+    fake = tmp_path / "bin" / "dvc"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho $$ > {tmp_path / 'pid'}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    started = time.monotonic()
+    with pytest.raises(exp_queue.LenetError) as raised:
+        exp_queue.dvc("exp", "show", "--json", "--rev", "HEAD", timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert str(raised.value) == "dvc exp show --json ... did not answer in 0.5 s"
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):  # killed, not left sleeping
+        os.kill(pid, 0)
