@@ -32,8 +32,9 @@ STUDY = {study.key: study for study in STUDIES}
 def lenet(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, MNIST_MIRROR=str(MIRROR),
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    # A bound, so that a hang (DVC's, once) fails this test instead of holding CI to its limit.
     return subprocess.run([sys.executable, "-m", "lenet.cli", "studies", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=900)
 
 
 def dry_run(*args: str) -> list[dict[str, str]]:
