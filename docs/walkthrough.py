@@ -195,12 +195,15 @@ differs("dx: the printed formula (no dJ/dy factor)", dx_printed, dx)
 # %% [markdown]
 # ### im2col: the whole convolution as one matrix product
 #
-# The loops above visit every output pixel. The fast layer (`nn/conv.py`) first copies every
-# window of the padded input into one column of a matrix (`nn/im2col.py`); then all
-# kernels, one per row, meet all windows in a single matrix product, which BLAS computes
-# hundreds of times faster. The layers keep the batch axis last in memory, hence
-# `batch_last`. The backward pass is two more products: ∂J/∂W = ∂J/∂y · colsᵀ, and
-# ∂J/∂cols = Wᵀ · ∂J/∂y, added back onto the pixels the windows came from.
+# The loops above visit every output pixel. im2col (`nn/im2col.py`) first copies every
+# window of the padded input into one column of a matrix; then all kernels, one per row,
+# meet all windows in a single matrix product, which BLAS computes hundreds of times
+# faster. The layers keep the batch axis last in memory, hence `batch_last`. The backward
+# pass is two more products: ∂J/∂W = ∂J/∂y · colsᵀ, and ∂J/∂cols = Wᵀ · ∂J/∂y, added back
+# onto the pixels the windows came from. The fast layer (`nn/conv.py`) computes the same
+# products without copying each window out: it copies each input row once per kernel
+# column, so that one output row's windows are one block in memory, and multiplies block
+# by block (`Conv2d._row_windows`).
 
 # %%
 cols = im2col(batch_last(x_padded), (K, K), (S, S), (H_out, W_out))  # C×K×K×H'×W'×N

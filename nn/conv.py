@@ -1,11 +1,11 @@
-"""2-D convolution (cross-correlation, like PyTorch) as im2col + one matrix product."""
+"""2-D convolution (cross-correlation, like PyTorch) as matrix products over gathered windows."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from nn.im2col import (PaddedBuffer, batch_first, batch_last, im2col, is_batch_last, output_size, pair,
-                       reshaped_view, strided_view)
+from nn.im2col import (PaddedBuffer, batch_first, batch_last, is_batch_last, output_size, pair, reshaped_view,
+                       strided_view)
 from nn.init import initialize, initialize_bias
 from nn.module import Module
 
@@ -50,18 +50,18 @@ class Conv2d(Module):
     again for free. Outputs and input gradients are fresh arrays; internal buffers are
     reused across calls with the same shapes and are never handed out. ``backward`` reads
     the input of the latest ``forward``: do not modify it in between.
+
+    The products are im2col's (``nn/im2col.py``: every window as a column, the convolution
+    as ``weight2d @ cols``), but the columns are never copied out one window at a time:
+    ``_row_windows`` copies each input row ``kW`` times, shifted, in an order where the
+    windows of one output row are one contiguous block, and the layer multiplies those
+    blocks where they lie, one product per output row (``_columns_by_row``).
     """
 
-    # Columns are built, multiplied and (in backward) gathered again in chunks of output
-    # rows of about this many bytes, so that they are still in the core's L2 cache when
-    # multiplied; the columns of the whole batch are never kept (10 MB per conv layer at a
-    # shard of 128 images). Measured on AMD Zen 4 (1 MB L2), interleaved LeNet-5 training
-    # steps: 512 kB beat 256 kB, 1, 2 and 4 MB, by 5-15%, at shards of 32 and 128 images.
-    CHUNK_BYTES = 512 << 10
-    # The input gradient is computed in chunks of output rows too, after dW, with its own
-    # budget for the shifted copies of dout. Of 256 kB, 1 MB, the whole batch and the
-    # columns' own chunks, 1 MB was fastest at shards of 16, 32 and 128 images: steps 2-4%
-    # faster than in the columns' chunks (AMD Zen 4, interleaved).
+    # The input gradient is computed in chunks of output rows, with this budget for the
+    # shifted copies of dout. Of 256 kB, 1 MB, the whole batch and the 512 kB chunks that
+    # im2col's columns then used, 1 MB was fastest at shards of 16, 32 and 128 images: steps
+    # 2-4% faster than 512 kB (AMD Zen 4, interleaved).
     INPUT_GRADIENT_CHUNK_BYTES = 1 << 20
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
@@ -95,19 +95,36 @@ class Conv2d(Module):
             buffer = self.__dict__[name] = np.empty(shape, dtype=self.dtype)
         return buffer
 
-    def _row_chunks(self, out_hw: tuple[int, int], n: int):
-        """``(rows, columns_buffer)`` for each chunk of output rows.
+    def _row_windows(self, xp: np.ndarray, out_w: int) -> np.ndarray:
+        """``kW`` shifted copies of each padded input row, interleaved row by row.
 
-        ``rows`` is a slice of output rows and ``columns_buffer`` a
-        ``(C, kh, kw, len(rows), W_out, N)`` view of a reused buffer for their columns.
+        ``windows[h, c, j, wo, n] = xp[c, h, j + sW*wo, n]``. In this order the columns of
+        output row ``r`` (every ``(i, c, j)`` of its windows) are ONE contiguous block,
+        ``windows[sH*r : sH*r + kH]``, so the layer multiplies them where they lie: kW copies
+        of the input instead of im2col's kH*kW.
+
+        Shape
+        -----
+        xp : (C, Hp, Wp, N) -> windows : (Hp, C, kW, W_out, N), a reused buffer
         """
-        (kh, kw), (out_h, out_w) = self.kernel_size, out_hw
-        row_bytes = self.in_channels * kh * kw * out_w * n * self.dtype.itemsize
-        per_chunk = min(out_h, max(1, self.CHUNK_BYTES // row_bytes))
-        buffer = self._buffer("_cols", (self.in_channels, kh, kw, per_chunk, out_w, n))
-        for start in range(0, out_h, per_chunk):
-            stop = min(start + per_chunk, out_h)
-            yield slice(start, stop), buffer[:, :, :, :stop - start]
+        c, hp, _, n = xp.shape
+        kw, sw = self.kernel_size[1], self.stride[1]
+        windows = self._buffer("_windows", (hp, c, kw, out_w, n))
+        s_c, s_h, s_w, s_n = xp.strides
+        np.copyto(windows, strided_view(xp, windows.shape, (s_h, s_c, s_w, sw * s_w, s_n)))
+        return windows
+
+    def _columns_by_row(self, windows: np.ndarray, out_h: int) -> np.ndarray:
+        """Output row ``r``'s columns, ``(kH*C*kW, W_out*N)``, for every ``r``: a read-only view.
+
+        Shape
+        -----
+        windows : (Hp, C, kW, W_out, N) -> (H_out, kH*C*kW, W_out*N)
+        """
+        _, c, kw, out_w, n = windows.shape
+        kh, sh = self.kernel_size[0], self.stride[0]
+        s_h, _, s_j = windows.strides[:3]
+        return strided_view(windows, (out_h, kh * c * kw, out_w * n), (sh * s_h, s_j, windows.itemsize))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -118,42 +135,39 @@ class Conv2d(Module):
         if min(out_hw) < 1:
             raise ValueError(f"input {h}x{w} too small for kernel {kh}x{kw} with padding {ph},{pw}")
         xp = self._padded.pad(batch_last(x), self.padding, self.dtype)
-        weight2d = self.params["weight"].reshape(self.out_channels, -1)
-        bias = self.params["bias"][:, None] if "bias" in self.params else None
+        windows = self._row_windows(xp, out_hw[1])
+        # Rows in the windows' (i, c, j) order.
+        weight2d = self.params["weight"].transpose(0, 2, 1, 3).reshape(self.out_channels, -1)
         out = np.empty((self.out_channels, *out_hw, n), dtype=self.dtype)
-        for rows, cols in self._row_chunks(out_hw, n):
-            im2col(xp, self.kernel_size, self.stride, (cols.shape[3], out_hw[1]), cols, rows.start)
-            chunk_out = reshaped_view(out[:, rows], (self.out_channels, -1))
-            np.matmul(weight2d, reshaped_view(cols, (weight2d.shape[1], -1)), out=chunk_out)
-            if bias is not None:
-                chunk_out += bias
-        self._cache = (x.shape, xp, out_hw)
+        # One product per output row, all in one call: out[:, r] = weight2d @ columns[r].
+        out_by_row = strided_view(out, (out_hw[0], self.out_channels, out_hw[1] * n),
+                                  (out.strides[1], out.strides[0], out.itemsize), writeable=True)
+        np.matmul(weight2d, self._columns_by_row(windows, out_hw[0]), out=out_by_row)
+        if "bias" in self.params:
+            out += self.params["bias"][:, None, None, None]
+        self._cache = (x.shape, xp, windows, out_hw)
         return batch_first(out)
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        (n, _, h, w), xp, out_hw = self._cache
-        (ph, pw), k = self.padding, self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        (n, c, h, w), xp, windows, out_hw = self._cache
+        (ph, pw), (kh, kw) = self.padding, self.kernel_size
         doutb = batch_last(dout)
         if not is_batch_last(doutb) or doutb.dtype != self.dtype:
             doutb = np.ascontiguousarray(doutb, dtype=self.dtype)  # free from our own layers
-        weight = self.params["weight"]
         if "bias" in self.params:
             # A product with ones: BLAS sums rows ~2.5x faster than .sum(axis=1).
             ones = np.ones(doutb.size // self.out_channels, dtype=self.dtype)
             self.grads["bias"] = doutb.reshape(self.out_channels, -1) @ ones
-        dweight_t = np.zeros((k, self.out_channels), dtype=self.dtype)
-        # dW chunk by chunk, while its columns (gathered again: cheaper than keeping them all)
-        # are in cache.
-        for rows, cols in self._row_chunks(out_hw, n):
-            im2col(xp, self.kernel_size, self.stride, (cols.shape[3], out_hw[1]), cols, rows.start)
-            cols2d = reshaped_view(cols, (k, -1))
-            chunk_dout = reshaped_view(doutb[:, rows], (self.out_channels, -1))
-            # cols @ dout.T (a k x C_out result, transposed at the end): OpenBLAS's AVX-512
-            # kernels run this long-K product 1.3-2.4x faster than dout @ cols.T.
-            dweight_t += cols2d @ chunk_dout.T
-        self.grads["weight"] = np.ascontiguousarray(dweight_t.T).reshape(weight.shape)
+        # Each output row's share columns[r] @ dout[:, r].T (k x C_out: OpenBLAS's AVX-512
+        # kernels run this long-K product 1.3-2.4x faster than dout @ columns.T), summed.
+        dout_by_row_t = strided_view(doutb, (out_hw[0], out_hw[1] * n, self.out_channels),
+                                     (doutb.strides[1], doutb.itemsize, doutb.strides[0]))
+        shares = np.matmul(self._columns_by_row(windows, out_hw[0]), dout_by_row_t)
+        dweight_t = shares.sum(axis=0)  # (kH*C*kW, C_out), rows in (i, c, j) order
+        self.grads["weight"] = np.ascontiguousarray(
+            dweight_t.T.reshape(self.out_channels, kh, c, kw).transpose(0, 2, 1, 3))
         if not self.input_grad:
             return None
         return batch_first(self._padded_input_gradient(doutb, xp.shape)[:, ph:ph + h, pw:pw + w])

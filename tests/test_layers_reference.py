@@ -52,9 +52,8 @@ CONV_CASES = [
 ]
 
 
-# Training, evaluation, a layer with no input gradient and one output row per chunk (each
-# chunk's input gradient reaching rows its neighbours' reach too) take different paths: all
-# must agree.
+# Training, evaluation, a layer with no input gradient and the input gradient one output
+# row per chunk (each chunk reaching rows its neighbours' reach too): all must agree.
 CONV_MODES = ["train", "eval", "no_input_grad", "one_row_chunks"]
 
 
@@ -66,10 +65,10 @@ def test_conv2d_matches_loops(case, layout, mode):
     rng = seeded(case)
     layer = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=bias,
                       rng=rng, dtype=np.float64)
-    layer.train(mode != "eval")  # eval: backward gathers the columns again
+    layer.train(mode != "eval")  # the same path today; must stay the same numbers
     layer.input_grad = mode != "no_input_grad"
     if mode == "one_row_chunks":
-        layer.CHUNK_BYTES = layer.INPUT_GRADIENT_CHUNK_BYTES = 1
+        layer.INPUT_GRADIENT_CHUNK_BYTES = 1
     layer.params["weight"][...] = rng.normal(size=layer.params["weight"].shape)
     if bias:
         layer.params["bias"][...] = rng.normal(size=c_out)

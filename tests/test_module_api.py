@@ -228,8 +228,9 @@ def test_outputs_and_gradients_never_alias_reused_buffers():
 
 @pytest.mark.parametrize("chunk_bytes, mode", [(1, "train"), (1, "eval"), (None, "eval")])
 def test_chunked_and_eval_mode_passes_give_the_same_numbers(monkeypatch, chunk_bytes, mode):
-    # Conv2d processes the batch in chunks (1 byte -> one image per chunk) and, in eval
-    # mode, keeps only one chunk of columns; results must not depend on either.
+    # Conv2d computes the input gradient in chunks of output rows (1 byte -> one row per
+    # chunk), and max pooling finds its winners lazily in evaluation mode; results must not
+    # depend on either.
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, 1, 28, 28))
     labels = np.array([0, 3, 5, 7, 9])
@@ -243,7 +244,7 @@ def test_chunked_and_eval_mode_passes_give_the_same_numbers(monkeypatch, chunk_b
 
     reference = run(training=True)  # default chunks hold the whole 5-image batch
     if chunk_bytes is not None:
-        monkeypatch.setattr(nn.Conv2d, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(nn.Conv2d, "INPUT_GRADIENT_CHUNK_BYTES", chunk_bytes)
     logits, dx, grads = run(training=mode == "train")
     np.testing.assert_allclose(logits, reference[0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx, reference[1], rtol=1e-12, atol=1e-12)
