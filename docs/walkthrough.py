@@ -203,7 +203,7 @@ differs("dx: the printed formula (no dJ/dy factor)", dx_printed, dx)
 # onto the pixels the windows came from. The fast layer (`nn/conv.py`) computes the same
 # products without copying each window out: it copies each input row once per kernel
 # column, so that one output row's windows are one block in memory, and multiplies block
-# by block (`Conv2d._row_windows`).
+# by block (`Conv2d._window_chunks`).
 
 # %%
 cols = im2col(batch_last(x_padded), (K, K), (S, S), (H_out, W_out))  # C×K×K×H'×W'×N

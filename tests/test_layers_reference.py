@@ -52,8 +52,8 @@ CONV_CASES = [
 ]
 
 
-# Training, evaluation, a layer with no input gradient and the input gradient one output
-# row per chunk (each chunk reaching rows its neighbours' reach too): all must agree.
+# Training, evaluation, a layer with no input gradient and one output row per chunk (each
+# chunk's windows and input gradient reaching rows its neighbours' reach too): all must agree.
 CONV_MODES = ["train", "eval", "no_input_grad", "one_row_chunks"]
 
 
@@ -68,7 +68,7 @@ def test_conv2d_matches_loops(case, layout, mode):
     layer.train(mode != "eval")  # the same path today; must stay the same numbers
     layer.input_grad = mode != "no_input_grad"
     if mode == "one_row_chunks":
-        layer.INPUT_GRADIENT_CHUNK_BYTES = 1
+        layer.WINDOW_CHUNK_BYTES = layer.INPUT_GRADIENT_CHUNK_BYTES = 1
     layer.params["weight"][...] = rng.normal(size=layer.params["weight"].shape)
     if bias:
         layer.params["bias"][...] = rng.normal(size=c_out)

@@ -226,10 +226,23 @@ def test_outputs_and_gradients_never_alias_reused_buffers():
     assert all(np.array_equal(copy, g) for copy, g in grads.values())
 
 
+def test_window_chunks_change_no_bit(monkeypatch):
+    # Each output row is one product whatever the chunk, and dW's row shares are summed once
+    # all are in: a batch too large for one chunk gets the bits a smaller batch's rows get.
+    rng = np.random.default_rng(2)
+    layer = nn.Conv2d(3, 4, 5, padding=2, rng=rng)
+    x = rng.standard_normal((6, 3, 12, 12), dtype=np.float32)
+    dout = rng.standard_normal((6, 4, 12, 12), dtype=np.float32)
+    whole = layer.forward(x), layer.backward(dout), layer.grads["weight"].copy()
+    monkeypatch.setattr(layer, "WINDOW_CHUNK_BYTES", 1)  # one output row per chunk
+    out, _, dweight = layer.forward(x), layer.backward(dout), layer.grads["weight"]
+    assert np.array_equal(out, whole[0]) and np.array_equal(dweight, whole[2])
+
+
 @pytest.mark.parametrize("chunk_bytes, mode", [(1, "train"), (1, "eval"), (None, "eval")])
 def test_chunked_and_eval_mode_passes_give_the_same_numbers(monkeypatch, chunk_bytes, mode):
-    # Conv2d computes the input gradient in chunks of output rows (1 byte -> one row per
-    # chunk), and max pooling finds its winners lazily in evaluation mode; results must not
+    # Conv2d gathers its windows and computes the input gradient in chunks of output rows
+    # (1 byte -> one row per chunk), and max pooling finds its winners lazily in evaluation mode; results must not
     # depend on either.
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, 1, 28, 28))
@@ -244,6 +257,7 @@ def test_chunked_and_eval_mode_passes_give_the_same_numbers(monkeypatch, chunk_b
 
     reference = run(training=True)  # default chunks hold the whole 5-image batch
     if chunk_bytes is not None:
+        monkeypatch.setattr(nn.Conv2d, "WINDOW_CHUNK_BYTES", chunk_bytes)
         monkeypatch.setattr(nn.Conv2d, "INPUT_GRADIENT_CHUNK_BYTES", chunk_bytes)
     logits, dx, grads = run(training=mode == "train")
     np.testing.assert_allclose(logits, reference[0], rtol=1e-12, atol=1e-12)
