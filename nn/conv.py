@@ -52,7 +52,7 @@ class Conv2d(Module):
     the input of the latest ``forward``: do not modify it in between.
 
     The products are im2col's (``nn/im2col.py``: every window as a column, the convolution
-    as ``weight2d @ cols``), but the columns are never copied out one window at a time:
+    as ``weight2d @ cols``), but that matrix, ``kH*kW`` copies of the input, is never built:
     ``_window_chunks`` copies each input row ``kW`` times, shifted, in an order where the
     windows of one output row are one contiguous block, and the layer multiplies those
     blocks where they lie, one product per output row.
@@ -60,9 +60,10 @@ class Conv2d(Module):
 
     # Windows are gathered and multiplied in chunks of output rows of at most about this many
     # bytes (at least one row), so that a large batch's windows stay in cache: at 1,000
-    # images (evaluation) they would be 18 MB. Evaluating 1,000 images at a time (one
-    # process, AMD Zen 4, interleaved) took 0.90 of the time of unchunked windows with 2 MB,
-    # 0.94 with 1 MB, 0.96 with 4 MB; training shards of up to 128 images fit in one chunk.
+    # images (evaluation) LeNet-5's conv1 would need 18 MB of them. Evaluating 1,000 images
+    # at a time (one process, AMD Zen 4, interleaved) took 0.90 of the time of unchunked
+    # windows with 2 MB, 0.94 with 1 MB, 0.96 with 4 MB; training shards of up to 128 images
+    # fit in one chunk.
     WINDOW_CHUNK_BYTES = 2 << 20
     # The input gradient is computed in chunks of output rows, with this budget for the
     # shifted copies of dout. Of 256 kB, 1 MB, the whole batch and the 512 kB chunks that
@@ -101,39 +102,52 @@ class Conv2d(Module):
             buffer = self.__dict__[name] = np.empty(shape, dtype=self.dtype)
         return buffer
 
-    def _window_chunks(self, xp: np.ndarray, out_hw: tuple[int, int], gathered: bool = False):
-        """``(rows, columns)`` for each chunk of output rows, its windows gathered.
+    def _rows_per_chunk(self, xp_shape: tuple[int, ...], out_hw: tuple[int, int]) -> int:
+        """How many output rows' windows fit in ``WINDOW_CHUNK_BYTES`` (at least one)."""
+        c, _, _, n = xp_shape
+        row_bytes = self.stride[0] * c * self.kernel_size[1] * out_hw[1] * n * self.dtype.itemsize
+        return min(out_hw[0], max(1, self.WINDOW_CHUNK_BYTES // row_bytes))
 
-        ``rows`` is a slice of output rows and ``columns`` their ``(len(rows), kH*C*kW,
-        W_out*N)`` read-only view of a reused buffer, ``columns[r]`` the columns of every
-        window of output row ``rows.start + r``, in ``(i, c, j)`` order.
+    def _window_chunks(self, xp: np.ndarray, out_hw: tuple[int, int], per_chunk: int, reuse: bool = False):
+        """Each chunk of ``per_chunk`` output rows with the columns of its windows.
 
-        How: the buffer holds ``kW`` shifted copies of each padded input row the chunk
-        reads, ``windows[h, c, j, wo, n] = xp[c, first + h, j + sW*wo, n]``. In this order the
-        columns of one output row are ONE contiguous block, ``windows[sH*r : sH*r + kH]``, so
-        the layer multiplies them where they lie: ``kW`` copies of the input instead of
-        im2col's ``kH*kW``, which are never made.
+        The buffer holds ``kW`` shifted copies of each padded input row the chunk reads:
+        ``windows[h, c, j, wo, n] = xp[c, sH*rows.start + h, j + sW*wo, n]``. In this order
+        the columns of one output row (every ``(i, c, j)`` of its windows) are ONE contiguous
+        block, ``windows[sH*r : sH*r + kH]``, so the layer multiplies them where they lie:
+        the input is copied ``kW`` times, and im2col's matrix of ``kH*kW`` copies is never
+        built. Against im2col's columns in 512 kB chunks, LeNet-5 training steps (6/16
+        channels, one process, AMD Zen 4, interleaved) took 0.83 of the time at shards of 16
+        images, 0.86 at 32, 0.88 at 64 and 0.94 at 128.
 
         Parameters
         ----------
         xp : (C, Hp, Wp, N)
             The padded batch-last input.
-        out_hw : (int, int)
-        gathered : bool, default False
-            The buffer still holds the windows of ``xp`` (backward after a forward that fit
-            in one chunk): not copied again.
+        out_hw : (H_out, W_out)
+        per_chunk : int
+            Output rows per chunk (``_rows_per_chunk``); the last chunk may have fewer.
+        reuse : bool, default False
+            The buffer still holds all of ``xp``'s windows (backward after a forward of one
+            chunk): they are not copied again.
+
+        Yields
+        ------
+        rows : slice
+            The chunk's output rows.
+        columns : (len(rows), kH*C*kW, W_out*N)
+            A read-only view of the reused buffer: ``columns[r]`` holds the windows of output
+            row ``rows.start + r`` as columns, rows in ``(i, c, j)`` order.
         """
         c, _, _, n = xp.shape
         (kh, kw), (sh, sw), (out_h, out_w) = self.kernel_size, self.stride, out_hw
-        row_bytes = sh * c * kw * out_w * n * self.dtype.itemsize
-        per_chunk = min(out_h, max(1, self.WINDOW_CHUNK_BYTES // row_bytes))
         buffer = self._buffer("_windows", (sh * (per_chunk - 1) + kh, c, kw, out_w, n))
         s_c, s_h, s_w, s_n = xp.strides
         s_row, _, s_j = buffer.strides[:3]
         for start in range(0, out_h, per_chunk):
             count = min(per_chunk, out_h - start)
             windows = buffer[:sh * (count - 1) + kh]
-            if not (gathered and per_chunk == out_h):
+            if not reuse:
                 np.copyto(windows, strided_view(xp, windows.shape, (s_h, s_c, s_w, sw * s_w, s_n),
                                                 offset=sh * start * s_h))
             yield slice(start, start + count), strided_view(windows, (count, kh * c * kw, out_w * n),
@@ -154,17 +168,18 @@ class Conv2d(Module):
         # One product per output row, a chunk's in one call: out[:, r] = weight2d @ columns[r].
         out_by_row = strided_view(out, (out_hw[0], self.out_channels, out_hw[1] * n),
                                   (out.strides[1], out.strides[0], out.itemsize), writeable=True)
-        for rows, columns in self._window_chunks(xp, out_hw):
+        per_chunk = self._rows_per_chunk(xp.shape, out_hw)
+        for rows, columns in self._window_chunks(xp, out_hw, per_chunk):
             np.matmul(weight2d, columns, out=out_by_row[rows])
         if "bias" in self.params:
             out += self.params["bias"][:, None, None, None]
-        self._cache = (x.shape, xp, out_hw)
+        self._cache = (x.shape, xp, out_hw, per_chunk)
         return batch_first(out)
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        (n, c, h, w), xp, out_hw = self._cache
+        (n, c, h, w), xp, out_hw, per_chunk = self._cache
         (ph, pw), (kh, kw) = self.padding, self.kernel_size
         doutb = batch_last(dout)
         if not is_batch_last(doutb) or doutb.dtype != self.dtype:
@@ -173,13 +188,15 @@ class Conv2d(Module):
             # A product with ones: BLAS sums rows ~2.5x faster than .sum(axis=1).
             ones = np.ones(doutb.size // self.out_channels, dtype=self.dtype)
             self.grads["bias"] = doutb.reshape(self.out_channels, -1) @ ones
-        # Each output row's share columns[r] @ dout[:, r].T (k x C_out: OpenBLAS's AVX-512
-        # kernels run this long-K product 1.3-2.4x faster than dout @ columns.T), summed
-        # once all are in: the same sum however the rows were chunked.
+        # Each output row's share columns[r] @ dout[:, r].T, a k x C_out result: with
+        # OpenBLAS's AVX-512 kernel, dout @ columns.T takes 1.8-1.9x as long for LeNet-5's
+        # conv2 and 0.98-1.05x for conv1 (shards of 16-128 images, AMD Zen 4). Summed once
+        # all are in: the same sum however the rows were chunked.
         dout_by_row_t = strided_view(doutb, (out_hw[0], out_hw[1] * n, self.out_channels),
                                      (doutb.strides[1], doutb.itemsize, doutb.strides[0]))
+        # (H_out, kH*C*kW, C_out) floats: 96 kB for LeNet-5's conv2 (8 -> 24 channels).
         shares = np.empty((out_hw[0], kh * c * kw, self.out_channels), dtype=self.dtype)
-        for rows, columns in self._window_chunks(xp, out_hw, gathered=True):
+        for rows, columns in self._window_chunks(xp, out_hw, per_chunk, reuse=per_chunk == out_hw[0]):
             np.matmul(columns, dout_by_row_t[rows], out=shares[rows])
         dweight_t = shares.sum(axis=0)  # (kH*C*kW, C_out), rows in (i, c, j) order
         self.grads["weight"] = np.ascontiguousarray(

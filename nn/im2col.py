@@ -8,8 +8,9 @@ matrix product, ``out = W2d @ cols`` with the filters as rows ``W2d: (C_out, C_i
 which BLAS computes hundreds of times faster than loops. The backward pass is two more
 products (``dW2d = dout @ cols.T`` and ``dcols = W2d.T @ dout``) and col2im, which adds each
 column's gradient back onto the pixels its window covered (``Conv2d`` computes that same sum
-in a cheaper order: see ``Conv2d._add_input_gradient``). The price is memory: each pixel is
-copied up to ``kh*kw`` times.
+in a cheaper order: see ``Conv2d._padded_input_gradient``). The price is memory: each pixel
+is copied up to ``kh*kw`` times. ``Conv2d`` itself copies each pixel ``kw`` times, in an
+order where each output row's columns are one block: see ``Conv2d._window_chunks``.
 
 Layers work on *batch-last* ``(C, H, W, N)`` arrays: the public NCHW array with the batch
 axis moved last, ``x.transpose(1, 2, 3, 0)``, a free view. With the batch innermost, the
@@ -20,8 +21,8 @@ batch-last output directly. Pooling gains the same way: the two columns of a 2x2
 ``x[:, :, 0::2]`` and ``x[:, :, 1::2]``, are runs of ``N`` values.
 
 No loop here or in the layers runs over pixels or samples: im2col is one copy from a strided
-view, and the layers loop at most over kernel rows or offsets (5 or 25 for a 5x5 kernel),
-each iteration moving a whole strided slab with one NumPy call.
+view, and the layers loop at most over kernel rows or offsets (5 or 25 for a 5x5 kernel) or
+chunks of output rows, each iteration moving a whole strided slab with one NumPy call.
 """
 
 from __future__ import annotations
@@ -143,37 +144,30 @@ class PaddedBuffer:
 
 
 def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-           out_hw: tuple[int, int], out: np.ndarray | None = None, first_row: int = 0) -> np.ndarray:
+           out_hw: tuple[int, int]) -> np.ndarray:
     """Gather every receptive field into columns (one copy from a read-only strided view).
+
+    The textbook form, shown by ``docs/walkthrough.py``; ``Conv2d`` gathers the same columns
+    with ``kW`` copies of the input instead of ``kH*kW`` (``Conv2d._window_chunks``).
 
     Parameters
     ----------
     xp : (C, Hp, Wp, N)
         Padded batch-last input.
     kernel, stride : (int, int)
-    out_hw : (int, int)
-        ``(rows, W_out)``: the windows of this many output rows are gathered.
-    out : (C, kh, kw, rows, W_out, N), optional
-        A preallocated array to fill.
-    first_row : int, default 0
-        The first of those output rows.
+    out_hw : (H_out, W_out)
 
     Returns
     -------
-    cols : (C, kh, kw, rows, W_out, N)
-        ``cols[c, i, j, r, wo, n] = xp[c, i + sH*(first_row + r), j + sW*wo, n]``; reshaped
-        to ``(C*kh*kw, rows*W_out*N)`` its rows match a weight ``(C_out, C, kh, kw)`` reshaped
+    cols : (C, kh, kw, H_out, W_out, N)
+        ``cols[c, i, j, r, wo, n] = xp[c, i + sH*r, j + sW*wo, n]``; reshaped to
+        ``(C*kh*kw, H_out*W_out*N)`` its rows match a weight ``(C_out, C, kh, kw)`` reshaped
         to ``(C_out, C*kh*kw)``.
     """
     c, hp, wp, n = xp.shape
     (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
-    if kh + sh * (first_row + ho - 1) > hp or kw + sw * (wo - 1) > wp:
+    if kh + sh * (ho - 1) > hp or kw + sw * (wo - 1) > wp:
         raise ValueError(f"input {hp}x{wp} too small for {ho}x{wo} windows of {kernel} at stride {stride}")
-    if out is None:
-        out = np.empty((c, kh, kw, ho, wo, n), dtype=xp.dtype)
-    xp = np.ascontiguousarray(xp)  # itself in the layers (their inputs are batch-last blocks)
+    xp = np.ascontiguousarray(xp)  # strided_view needs one block
     s_c, s_h, s_w, s_n = xp.strides
-    np.copyto(out, strided_view(xp, (c, kh, kw, ho, wo, n), (s_c, s_h, s_w, sh * s_h, sw * s_w, s_n),
-                                offset=sh * first_row * s_h))
-    return out
-
+    return strided_view(xp, (c, kh, kw, ho, wo, n), (s_c, s_h, s_w, sh * s_h, sw * s_w, s_n)).copy()

@@ -11,6 +11,7 @@ import pytest
 
 import nn
 from nn import reference as ref
+from nn.im2col import output_size
 from tests.layouts import LAYOUTS, in_layout
 
 
@@ -49,12 +50,14 @@ CONV_CASES = [
     (2, 1, 10, 10, 3, 4, 2, 3, True),               # even kernel, padding 3
     (2, 2, 5, 5, 2, 5, 1, 0, True),                 # a single output pixel
     (1, 2, 8, 8, 2, 3, 3, 1, True),                 # stride leaves the last rows unused
+    (2, 3, 7, 7, 4, 1, 2, 0, True),                 # stride larger than the kernel
 ]
 
 
-# Training, evaluation, a layer with no input gradient and one output row per chunk (each
-# chunk's windows and input gradient reaching rows its neighbours' reach too): all must agree.
-CONV_MODES = ["train", "eval", "no_input_grad", "one_row_chunks"]
+# Training, evaluation, a layer with no input gradient, one output row per chunk (each
+# chunk's windows and input gradient reaching rows its neighbours' reach too) and three
+# (the last chunk shorter, as for evaluation's 1,000 images): all must agree.
+CONV_MODES = ["train", "eval", "no_input_grad", "one_row_chunks", "three_row_chunks"]
 
 
 @pytest.mark.parametrize("mode", CONV_MODES)
@@ -69,6 +72,9 @@ def test_conv2d_matches_loops(case, layout, mode):
     layer.input_grad = mode != "no_input_grad"
     if mode == "one_row_chunks":
         layer.WINDOW_CHUNK_BYTES = layer.INPUT_GRADIENT_CHUNK_BYTES = 1
+    if mode == "three_row_chunks":  # the windows of three output rows, float64
+        w_out = output_size(w, layer.kernel_size[1], layer.stride[1], layer.padding[1])
+        layer.WINDOW_CHUNK_BYTES = 3 * layer.stride[0] * c_in * layer.kernel_size[1] * w_out * n * 8
     layer.params["weight"][...] = rng.normal(size=layer.params["weight"].shape)
     if bias:
         layer.params["bias"][...] = rng.normal(size=c_out)

@@ -226,24 +226,45 @@ def test_outputs_and_gradients_never_alias_reused_buffers():
     assert all(np.array_equal(copy, g) for copy, g in grads.values())
 
 
-def test_window_chunks_change_no_bit(monkeypatch):
+@pytest.mark.parametrize("stride, chunk_bytes", [(1, 1), (2, 1), (2, 2 * 2 * 3 * 5 * 6 * 6 * 4)])
+def test_window_chunks_change_no_bit(stride, chunk_bytes):
     # Each output row is one product whatever the chunk, and dW's row shares are summed once
-    # all are in: a batch too large for one chunk gets the bits a smaller batch's rows get.
+    # all are in: the layer gets the bits it gets in one chunk (chunk_bytes: one output row
+    # per chunk, or two, 6 rows as 2+2+2).
     rng = np.random.default_rng(2)
-    layer = nn.Conv2d(3, 4, 5, padding=2, rng=rng)
+    layer = nn.Conv2d(3, 4, 5, stride=stride, padding=2, rng=rng)
     x = rng.standard_normal((6, 3, 12, 12), dtype=np.float32)
-    dout = rng.standard_normal((6, 4, 12, 12), dtype=np.float32)
-    whole = layer.forward(x), layer.backward(dout), layer.grads["weight"].copy()
-    monkeypatch.setattr(layer, "WINDOW_CHUNK_BYTES", 1)  # one output row per chunk
-    out, _, dweight = layer.forward(x), layer.backward(dout), layer.grads["weight"]
-    assert np.array_equal(out, whole[0]) and np.array_equal(dweight, whole[2])
+    out = layer.forward(x)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    layer.backward(dout)
+    dweight = layer.grads["weight"].copy()
+    layer.WINDOW_CHUNK_BYTES = chunk_bytes
+    np.testing.assert_array_equal(layer.forward(x), out)
+    layer.backward(dout)
+    np.testing.assert_array_equal(layer.grads["weight"], dweight)
+
+
+def test_backward_uses_the_chunks_of_its_forward():
+    # The budget changed between forward and backward: backward must gather the windows its
+    # forward's chunks left, not assume the one chunk its new budget would give.
+    rng = np.random.default_rng(4)
+    layer = nn.Conv2d(2, 3, 3, padding=1, rng=rng, dtype=np.float64)
+    x, dout = rng.standard_normal((4, 2, 9, 9)), rng.standard_normal((4, 3, 9, 9))
+    layer.forward(x)
+    layer.backward(dout)
+    expected = layer.grads["weight"].copy()
+    layer.WINDOW_CHUNK_BYTES = 1
+    layer.forward(x)
+    layer.WINDOW_CHUNK_BYTES = 1 << 30
+    layer.backward(dout)
+    np.testing.assert_array_equal(layer.grads["weight"], expected)
 
 
 @pytest.mark.parametrize("chunk_bytes, mode", [(1, "train"), (1, "eval"), (None, "eval")])
 def test_chunked_and_eval_mode_passes_give_the_same_numbers(monkeypatch, chunk_bytes, mode):
     # Conv2d gathers its windows and computes the input gradient in chunks of output rows
-    # (1 byte -> one row per chunk), and max pooling finds its winners lazily in evaluation mode; results must not
-    # depend on either.
+    # (1 byte -> one row per chunk), and max pooling finds its winners lazily in evaluation
+    # mode; results must not depend on either.
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, 1, 28, 28))
     labels = np.array([0, 3, 5, 7, 9])
