@@ -203,9 +203,11 @@ def experiment_repo(tmp_path_factory):
 @pytest.mark.parametrize("rev", ["lr005", "experiment commit"])
 def test_report_reviews_a_dvc_experiment_by_name_or_commit(experiment_repo, rev):
     if rev == "experiment commit":
-        refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname)", "refs/exps"], cwd=experiment_repo,
-                              capture_output=True, text=True, check=True).stdout.split()
-        rev = refs[0][:10]
+        # refs/exps also holds DVC's own refs (exec/EXEC_HEAD, at the baseline commit), which
+        # sort first when the baseline's hash starts with "f": take the experiment's by name.
+        refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"],
+                              cwd=experiment_repo, capture_output=True, text=True, check=True).stdout.splitlines()
+        rev = next(ref.split()[0] for ref in refs if ref.endswith("/lr005"))[:10]
     result = lenet(experiment_repo, "report", "--base", "v1", "--rev", rev, "--out", "out")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"## `{rev}` against `v1`\n")
