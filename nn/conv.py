@@ -194,7 +194,7 @@ class Conv2d(Module):
         # all are in: the same sum however the rows were chunked.
         dout_by_row_t = strided_view(doutb, (out_hw[0], out_hw[1] * n, self.out_channels),
                                      (doutb.strides[1], doutb.itemsize, doutb.strides[0]))
-        # (H_out, kH*C*kW, C_out) floats: 96 kB for LeNet-5's conv2 (8 -> 24 channels).
+        # (H_out, kH*C*kW, C_out) floats: 192 kB for the pipeline's conv2 (8 -> 24 channels).
         shares = np.empty((out_hw[0], kh * c * kw, self.out_channels), dtype=self.dtype)
         for rows, columns in self._window_chunks(xp, out_hw, per_chunk, reuse=per_chunk == out_hw[0]):
             np.matmul(columns, dout_by_row_t[rows], out=shares[rows])
